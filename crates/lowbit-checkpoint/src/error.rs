@@ -1,0 +1,61 @@
+//! Errors from opening and reading checkpoints.
+//!
+//! Every message starts with the file's path; for wrapped errors the cause follows through
+//! `source()`, so `{:#}` in anyhow prints `path: cause` on one line.
+
+use std::path::PathBuf;
+
+/// Why a checkpoint cannot be opened or a tensor read.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The operating system refused a read, open or map.
+    #[error("{}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid safetensors file.
+    #[error("{}", path.display())]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: lowbit_safetensors::Error,
+    },
+    /// The file is not a valid GGUF file.
+    #[error("{}", path.display())]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: lowbit_gguf::Error,
+    },
+    /// A sharded checkpoint's index is malformed or disagrees with its shards.
+    #[error("{}: {reason}", path.display())]
+    Index {
+        /// The index file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The path is neither a file lowbit reads nor a directory holding one.
+    #[error("{}: {reason}", path.display())]
+    NotACheckpoint {
+        /// The path.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+    /// A tensor cannot be decoded to f32 (an unsupported storage type, or rows out of range).
+    #[error("{}: tensor `{tensor}`: {reason}", path.display())]
+    Read {
+        /// The file holding the tensor.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// What is wrong.
+        reason: String,
+    },
+}

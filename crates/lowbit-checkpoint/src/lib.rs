@@ -1,0 +1,16 @@
+//! Opening any checkpoint lowbit reads, behind one interface.
+//!
+//! [`Checkpoint::open`] accepts a single safetensors file, a sharded checkpoint (its
+//! `*.safetensors.index.json`, or a directory holding one, such as a diffusers `transformer/`
+//! folder or the model folder above it), or a GGUF v2/v3 file.
+//! Files are memory-mapped and only their headers are parsed; tensor bytes are read when asked,
+//! either raw ([`Checkpoint::raw`]) or decoded to `f32` rows ([`Checkpoint::read_rows_f32`]),
+//! so a 24 GB checkpoint is inspected without reading 24 GB.
+
+mod error;
+mod open;
+mod rows;
+mod source;
+
+pub use error::Error;
+pub use open::{Checkpoint, Format, Metadata, StorageType, Tensor};

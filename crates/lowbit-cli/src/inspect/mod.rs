@@ -1,0 +1,204 @@
+//! `lowbit inspect`: a per-tensor table, a summary by type and block, JSON, and a depth plot.
+//!
+//! [`Report::build`] reads nothing but headers; the three renderings (`text`, `json`, `plot`) are
+//! pure functions of the report.
+
+mod plot;
+mod text;
+
+use crate::cli::InspectArgs;
+use crate::output;
+use anyhow::Context;
+use lowbit_arch::{Block, Detection, block_of, detect};
+use lowbit_checkpoint::{Checkpoint, Metadata};
+use serde::Serialize;
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+/// Runs `lowbit inspect`.
+pub(crate) fn run(args: &InspectArgs) -> anyhow::Result<()> {
+    let ckpt = Checkpoint::open(&args.path)?;
+    let report = Report::build(&ckpt);
+    if let Some(out) = &args.plot {
+        let svg = plot::svg(&report)
+            .with_context(|| format!("{}: cannot draw the plot", out.display()))?;
+        output::write_atomic(out, svg.as_bytes())?;
+    }
+    if args.json {
+        let mut s = serde_json::to_string_pretty(&report)?;
+        s.push('\n');
+        output::print(&s)
+    } else {
+        output::print(&text::render(&report))
+    }
+}
+
+/// Everything `inspect` shows. Field names and order are the JSON schema in
+/// `formats/inspect-json.md`; keep them stable.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    pub(crate) path: String,
+    pub(crate) format: &'static str,
+    pub(crate) architecture: &'static str,
+    pub(crate) naming: Option<&'static str>,
+    pub(crate) total_params: u64,
+    pub(crate) total_bytes: u64,
+    pub(crate) bits_per_weight: f64,
+    pub(crate) tensors: Vec<TensorRow>,
+    pub(crate) files: Vec<String>,
+    pub(crate) prefix: String,
+    pub(crate) by_type: Vec<Group>,
+    pub(crate) by_block: Vec<Group>,
+    pub(crate) metadata: BTreeMap<String, String>,
+}
+
+/// One logical weight.
+#[derive(Debug, Serialize)]
+pub(crate) struct TensorRow {
+    pub(crate) name: String,
+    pub(crate) shape: Vec<u64>,
+    #[serde(rename = "type")]
+    pub(crate) ty: &'static str,
+    pub(crate) params: u64,
+    pub(crate) bytes: u64,
+    pub(crate) bits_per_weight: f64,
+    pub(crate) block: String,
+    #[serde(skip)]
+    pub(crate) block_key: Block,
+}
+
+/// Totals over a set of tensors sharing a type or a block.
+#[derive(Debug, Serialize, Default)]
+pub(crate) struct Group {
+    pub(crate) name: String,
+    pub(crate) tensors: u64,
+    pub(crate) params: u64,
+    pub(crate) bytes: u64,
+    pub(crate) bits_per_weight: f64,
+    pub(crate) share_of_bytes: f64,
+}
+
+fn bpw(bytes: u64, params: u64) -> f64 {
+    if params == 0 { 0.0 } else { bytes as f64 * 8.0 / params as f64 }
+}
+
+/// Compares names so that `blocks.2` sorts before `blocks.10`.
+fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    while let (Some(&x), Some(&y)) = (a.first(), b.first()) {
+        if x.is_ascii_digit() && y.is_ascii_digit() {
+            let da = a.iter().take_while(|c| c.is_ascii_digit()).count();
+            let db = b.iter().take_while(|c| c.is_ascii_digit()).count();
+            let (na, nb) = (&a[..da], &b[..db]);
+            let na = &na[na.iter().take_while(|&&c| c == b'0').count()..];
+            let nb = &nb[nb.iter().take_while(|&&c| c == b'0').count()..];
+            let ord = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb)).then(da.cmp(&db));
+            if ord != Ordering::Equal {
+                return ord;
+            }
+            a = &a[da..];
+            b = &b[db..];
+        } else {
+            if x != y {
+                return x.cmp(&y);
+            }
+            a = &a[1..];
+            b = &b[1..];
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+impl Report {
+    pub(crate) fn build(ckpt: &Checkpoint) -> Report {
+        let det: Detection = detect(ckpt.tensors().iter().map(|t| t.name.as_str()));
+        let mut tensors: Vec<TensorRow> = ckpt
+            .tensors()
+            .iter()
+            .map(|t| {
+                let block_key = block_of(&t.name, &det);
+                TensorRow {
+                    name: t.name.clone(),
+                    shape: t.shape.clone(),
+                    ty: t.ty.name(),
+                    params: t.params,
+                    bytes: t.bytes,
+                    bits_per_weight: t.bits_per_weight(),
+                    block: block_key.to_string(),
+                    block_key,
+                }
+            })
+            .collect();
+        tensors.sort_by(|a, b| {
+            a.block_key.cmp(&b.block_key).then_with(|| natural_cmp(&a.name, &b.name))
+        });
+
+        let total_params = tensors.iter().map(|t| t.params).sum();
+        let total_bytes = tensors.iter().map(|t| t.bytes).sum();
+        let group = |key: &dyn Fn(&TensorRow) -> String| {
+            let mut out: Vec<Group> = Vec::new();
+            let mut index: BTreeMap<String, usize> = BTreeMap::new();
+            for t in &tensors {
+                let k = key(t);
+                let i = *index.entry(k.clone()).or_insert_with(|| {
+                    out.push(Group { name: k, ..Group::default() });
+                    out.len() - 1
+                });
+                let g = &mut out[i];
+                g.tensors += 1;
+                g.params += t.params;
+                g.bytes += t.bytes;
+            }
+            for g in &mut out {
+                g.bits_per_weight = bpw(g.bytes, g.params);
+                g.share_of_bytes =
+                    if total_bytes == 0 { 0.0 } else { g.bytes as f64 / total_bytes as f64 };
+            }
+            out
+        };
+        let mut by_type = group(&|t| t.ty.to_owned());
+        by_type.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name)));
+        let by_block = group(&|t| t.block.clone());
+
+        let metadata = match ckpt.metadata() {
+            Metadata::Safetensors(m) => m.clone(),
+            Metadata::Gguf { version, alignment, kvs } => {
+                let mut m: BTreeMap<String, String> =
+                    kvs.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+                m.insert("gguf.version".into(), version.to_string());
+                m.insert("gguf.alignment".into(), alignment.to_string());
+                m
+            }
+        };
+        Report {
+            path: ckpt.path().display().to_string(),
+            format: ckpt.format().as_str(),
+            architecture: det.architecture.as_str(),
+            naming: det.naming.map(|n| n.as_str()),
+            total_params,
+            total_bytes,
+            bits_per_weight: bpw(total_bytes, total_params),
+            files: ckpt.files().map(|p| p.display().to_string()).collect(),
+            prefix: det.prefix,
+            by_type,
+            by_block,
+            metadata,
+            tensors,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::natural_cmp;
+    use std::cmp::Ordering;
+
+    #[test]
+    fn natural_order() {
+        assert_eq!(natural_cmp("blocks.2.w", "blocks.10.w"), Ordering::Less);
+        assert_eq!(natural_cmp("blocks.10", "blocks.9"), Ordering::Greater);
+        assert_eq!(natural_cmp("a.b", "a.b"), Ordering::Equal);
+        assert_eq!(natural_cmp("a", "a.b"), Ordering::Less);
+        assert_eq!(natural_cmp("x01", "x1"), Ordering::Greater, "ties on value break on width");
+    }
+}

@@ -1,0 +1,254 @@
+//! Parsing and validating the JSON header.
+
+use crate::Error;
+use lowbit_dtype::Dtype;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::ops::Range;
+
+/// The largest header accepted, as in the `safetensors` crate.
+pub const MAX_HEADER_LEN: u64 = 100_000_000;
+
+/// One tensor described by the header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorEntry {
+    /// Tensor name as written.
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape, outermost dimension first (torch order).
+    pub shape: Vec<u64>,
+    /// Byte range relative to the start of the data section.
+    pub data: Range<u64>,
+}
+
+impl TensorEntry {
+    /// Number of elements (1 for a scalar).
+    #[must_use]
+    pub fn numel(&self) -> u64 {
+        // Checked at parse time, so this cannot overflow.
+        self.shape.iter().product()
+    }
+}
+
+/// A parsed safetensors file borrowing its bytes.
+#[derive(Debug)]
+pub struct Safetensors<'a> {
+    buf: &'a [u8],
+    data_start: u64,
+    tensors: Vec<TensorEntry>,
+    metadata: BTreeMap<String, String>,
+}
+
+impl<'a> Safetensors<'a> {
+    /// Parses and validates the header of `buf`; tensor bytes are not touched.
+    ///
+    /// # Errors
+    /// Any [`Error`] variant; each names the offending tensor where there is one.
+    pub fn parse(buf: &'a [u8]) -> Result<Self, Error> {
+        let len = buf.len() as u64;
+        let Some(len_bytes) = buf.first_chunk::<8>() else {
+            return Err(Error::TooShort { len });
+        };
+        let header_len = u64::from_le_bytes(*len_bytes);
+        if header_len > MAX_HEADER_LEN {
+            return Err(Error::HeaderTooLarge { header_len, limit: MAX_HEADER_LEN });
+        }
+        if header_len > len - 8 {
+            return Err(Error::HeaderPastEnd { header_len, available: len - 8 });
+        }
+        let data_start = 8 + header_len;
+        #[expect(clippy::cast_possible_truncation, reason = "bounded by buf.len()")]
+        let header = &buf[8..data_start as usize];
+        let text = std::str::from_utf8(header)
+            .map_err(|e| Error::HeaderNotUtf8 { offset: e.valid_up_to() as u64 })?;
+        let Entries(entries) = serde_json::from_str(text)
+            .map_err(|e| Error::HeaderNotJson { message: e.to_string() })?;
+
+        let mut seen = HashSet::with_capacity(entries.len());
+        let mut tensors = Vec::with_capacity(entries.len());
+        let mut metadata = BTreeMap::new();
+        for (name, value) in entries {
+            if !seen.insert(name.clone()) {
+                return Err(Error::DuplicateTensor { name });
+            }
+            if name == "__metadata__" {
+                metadata = parse_metadata(value)?;
+            } else {
+                tensors.push(parse_entry(name, &value)?);
+            }
+        }
+        check_layout(&mut tensors, len - data_start)?;
+        Ok(Safetensors { buf, data_start, tensors, metadata })
+    }
+
+    /// Tensors in data order (ascending offset).
+    #[must_use]
+    pub fn tensors(&self) -> &[TensorEntry] {
+        &self.tensors
+    }
+
+    /// The string map under `__metadata__` (empty when absent).
+    #[must_use]
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// Absolute offset of the data section in the buffer.
+    #[must_use]
+    pub fn data_start(&self) -> u64 {
+        self.data_start
+    }
+
+    /// The bytes of one tensor, borrowed from the buffer.
+    #[must_use]
+    pub fn bytes(&self, entry: &TensorEntry) -> &'a [u8] {
+        #[expect(clippy::cast_possible_truncation, reason = "validated against buf.len()")]
+        let range = (self.data_start + entry.data.start) as usize
+            ..(self.data_start + entry.data.end) as usize;
+        &self.buf[range]
+    }
+}
+
+/// Header entries in file order, duplicates kept so that they can be reported.
+struct Entries(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Entries;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+                let mut v = Vec::new();
+                while let Some(entry) = map.next_entry::<String, Value>()? {
+                    v.push(entry);
+                }
+                Ok(Entries(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+fn parse_metadata(value: Value) -> Result<BTreeMap<String, String>, Error> {
+    let Value::Object(map) = value else {
+        return Err(Error::BadMetadata { reason: "not a JSON object".into() });
+    };
+    map.into_iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => Ok((k, s)),
+            other => Err(Error::BadMetadata {
+                reason: format!("value of `{k}` is {}, not a string", json_kind(&other)),
+            }),
+        })
+        .collect()
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn parse_entry(name: String, value: &Value) -> Result<TensorEntry, Error> {
+    let bad = |reason: String| Error::BadEntry { name: name.clone(), reason };
+    let Value::Object(obj) = value else {
+        return Err(bad(format!("entry is {}, not an object", json_kind(value))));
+    };
+    let dtype_str = match obj.get("dtype") {
+        Some(Value::String(s)) => s,
+        Some(other) => return Err(bad(format!("dtype is {}, not a string", json_kind(other)))),
+        None => return Err(bad("missing `dtype`".into())),
+    };
+    let u64_list = |field: &str| -> Result<Vec<u64>, Error> {
+        match obj.get(field) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_u64()
+                        .ok_or_else(|| bad(format!("`{field}` holds {v}, not an unsigned integer")))
+                })
+                .collect(),
+            Some(other) => Err(bad(format!("`{field}` is {}, not an array", json_kind(other)))),
+            None => Err(bad(format!("missing `{field}`"))),
+        }
+    };
+    let shape = u64_list("shape")?;
+    let offsets = u64_list("data_offsets")?;
+    let [begin, end] = offsets[..] else {
+        return Err(bad(format!("`data_offsets` has {} numbers, not 2", offsets.len())));
+    };
+    let Some(dtype) = Dtype::from_name(dtype_str) else {
+        return Err(Error::UnknownDtype { name, dtype: dtype_str.clone() });
+    };
+    let bytes = shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .and_then(|n| n.checked_mul(dtype.size() as u64));
+    let Some(expected) = bytes else {
+        return Err(Error::ShapeOverflow { name, shape });
+    };
+    if end < begin {
+        return Err(Error::ReversedOffsets { name, begin, end });
+    }
+    if end - begin != expected {
+        return Err(Error::SizeMismatch { name, dtype, shape, expected, actual: end - begin });
+    }
+    Ok(TensorEntry { name, dtype, shape, data: begin..end })
+}
+
+/// Sorts tensors by offset and checks that they tile `[0, data_len)` exactly.
+fn check_layout(tensors: &mut [TensorEntry], data_len: u64) -> Result<(), Error> {
+    // Zero-sized tensors may sit anywhere inside the data section; order them before others that
+    // start at the same offset so that the tiling check below sees them as empty.
+    tensors.sort_by(|a, b| {
+        (a.data.start, a.data.end, &a.name).cmp(&(b.data.start, b.data.end, &b.name))
+    });
+    for t in tensors.iter() {
+        if t.data.end > data_len {
+            return Err(Error::OutOfBounds {
+                name: t.name.clone(),
+                begin: t.data.start,
+                end: t.data.end,
+                data_len,
+            });
+        }
+    }
+    let mut covered = 0u64;
+    let mut last_name = "";
+    for t in tensors.iter() {
+        if t.data.start < covered {
+            return Err(Error::Overlap {
+                name: t.name.clone(),
+                begin: t.data.start,
+                end: t.data.end,
+                other: last_name.to_owned(),
+                other_end: covered,
+            });
+        }
+        if t.data.start > covered {
+            return Err(Error::Hole { offset: covered, len: t.data.start - covered });
+        }
+        if t.data.end > covered {
+            covered = t.data.end;
+            last_name = &t.name;
+        }
+    }
+    if covered < data_len {
+        return Err(Error::Hole { offset: covered, len: data_len - covered });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,214 @@
+//! `lowbit inspect` on every kind of good input.
+
+use crate::support::{inspect_json, lowbit, root};
+use lowbit_fixtures::flux::{FluxConfig, generate_bfl, to_diffusers, with_prefix};
+use lowbit_fixtures::write::{bf16_header, safetensors_bytes, sharded};
+use lowbit_fixtures::{FLUX_TINY_BFL, SEED};
+use serde_json::Value;
+use std::path::Path;
+
+fn tensor<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("no {name}"))
+}
+
+fn sparse(path: &Path, header: &[u8], data_len: u64) {
+    let f = std::fs::File::create(path).unwrap();
+    std::io::Write::write_all(&mut &f, header).unwrap();
+    f.set_len(header.len() as u64 + data_len).unwrap();
+}
+
+#[test]
+fn bfl_fixture_matches_its_generator() {
+    let r = inspect_json(&root().join("fixtures").join(FLUX_TINY_BFL));
+    assert_eq!(r["format"], "safetensors");
+    assert_eq!(r["architecture"], "flux");
+    assert_eq!(r["naming"], "bfl");
+    let specs = FluxConfig::TINY.tensors();
+    assert_eq!(r["tensors"].as_array().unwrap().len(), specs.len());
+    let mut params = 0;
+    for (name, shape) in &specs {
+        let t = tensor(&r, name);
+        let n: u64 = shape.iter().product();
+        params += n;
+        assert_eq!(t["shape"], serde_json::json!(shape), "{name}");
+        assert_eq!(t["type"], "BF16");
+        assert_eq!(t["params"], n);
+        assert_eq!(t["bytes"], 2 * n);
+        assert_eq!(t["bits_per_weight"], 16.0);
+    }
+    assert_eq!(r["total_params"], params);
+    assert_eq!(r["total_bytes"], 2 * params);
+    assert_eq!(r["bits_per_weight"], 16.0);
+}
+
+#[test]
+fn json_keys_come_in_schema_order() {
+    let out = lowbit(&["inspect", "--json", &format!("fixtures/{FLUX_TINY_BFL}")]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let keys = [
+        "\"path\"",
+        "\"format\"",
+        "\"architecture\"",
+        "\"naming\"",
+        "\"total_params\"",
+        "\"total_bytes\"",
+        "\"bits_per_weight\"",
+        "\"tensors\"",
+    ];
+    let pos: Vec<usize> = keys.iter().map(|k| text.find(k).unwrap()).collect();
+    assert!(pos.windows(2).all(|w| w[0] < w[1]), "{pos:?}");
+    let first = text.find("\"tensors\"").unwrap();
+    for k in ["\"name\"", "\"shape\"", "\"type\"", "\"params\"", "\"bytes\"", "\"bits_per_weight\""]
+    {
+        assert!(text[first..].contains(k));
+    }
+}
+
+#[test]
+fn diffusers_single_and_sharded_agree_with_bfl() {
+    let bfl = generate_bfl(&FluxConfig::TINY, SEED);
+    let diffusers = to_diffusers(&bfl, FluxConfig::TINY.hidden);
+    let dir = tempfile::tempdir().unwrap();
+    let single = dir.path().join("flux-tiny-diffusers.safetensors");
+    std::fs::write(&single, safetensors_bytes(&diffusers)).unwrap();
+    let model = dir.path().join("FLUX.1-tiny");
+    let transformer = model.join("transformer");
+    std::fs::create_dir_all(&transformer).unwrap();
+    for (name, bytes) in sharded(&diffusers, 3) {
+        std::fs::write(transformer.join(name), bytes).unwrap();
+    }
+    let reference = inspect_json(&root().join("fixtures").join(FLUX_TINY_BFL));
+
+    let r = inspect_json(&single);
+    assert_eq!(
+        (r["architecture"].as_str(), r["naming"].as_str()),
+        (Some("flux"), Some("diffusers"))
+    );
+    assert_eq!(r["total_params"], reference["total_params"]);
+    assert_eq!(
+        tensor(&r, "transformer_blocks.0.attn.to_q.weight")["shape"],
+        serde_json::json!([256, 256])
+    );
+    assert_eq!(
+        tensor(&r, "single_transformer_blocks.0.proj_mlp.weight")["shape"],
+        serde_json::json!([512, 256])
+    );
+
+    let index = transformer.join("diffusion_pytorch_model.safetensors.index.json");
+    for path in [index.as_path(), transformer.as_path(), model.as_path()] {
+        let s = inspect_json(path);
+        assert_eq!(s["format"], "safetensors-sharded", "{}", path.display());
+        assert_eq!(s["naming"], "diffusers");
+        assert_eq!(s["files"].as_array().unwrap().len(), 3);
+        assert_eq!(s["tensors"], r["tensors"], "sharding changes nothing per tensor");
+        assert_eq!(s["total_bytes"], r["total_bytes"]);
+    }
+}
+
+#[test]
+fn prefixed_bfl_names() {
+    let bfl = with_prefix(&generate_bfl(&FluxConfig::TINY, SEED), "model.diffusion_model.");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("comfy.safetensors");
+    std::fs::write(&path, safetensors_bytes(&bfl)).unwrap();
+    let r = inspect_json(&path);
+    assert_eq!(r["naming"], "bfl");
+    assert_eq!(r["prefix"], "model.diffusion_model.");
+    let blocks: Vec<&str> =
+        r["by_block"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+    assert_eq!(blocks[..2], ["img_in", "txt_in"]);
+    assert!(
+        blocks.contains(&"double_blocks.0") && blocks.contains(&"single_blocks.0"),
+        "{blocks:?}"
+    );
+}
+
+#[test]
+fn flux_dev_sized_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let tensors = FluxConfig::DEV.tensors();
+    let st = dir.path().join("flux1-dev.safetensors");
+    let (header, data_len) = bf16_header(&tensors);
+    sparse(&st, &header, data_len);
+    let r = inspect_json(&st);
+    assert_eq!(r["tensors"].as_array().unwrap().len(), 780);
+    assert_eq!(r["total_params"], 11_901_408_320u64);
+    assert_eq!(r["total_bytes"], 23_802_816_640u64);
+    let blocks = r["by_block"].as_array().unwrap();
+    assert_eq!(
+        blocks.iter().filter(|b| b["name"].as_str().unwrap().starts_with("double_blocks.")).count(),
+        19
+    );
+    assert_eq!(
+        blocks.iter().filter(|b| b["name"].as_str().unwrap().starts_with("single_blocks.")).count(),
+        38
+    );
+
+    let gg = dir.path().join("flux1-dev-q8_0.gguf");
+    let layout = lowbit_fixtures::bench_gguf_layout(&tensors).unwrap();
+    sparse(&gg, &layout.header, layout.data_len);
+    let r = inspect_json(&gg);
+    assert_eq!(r["format"], "gguf");
+    assert_eq!(r["naming"], "bfl");
+    let qkv = tensor(&r, "double_blocks.0.img_attn.qkv.weight");
+    assert_eq!(qkv["shape"], serde_json::json!([9216, 3072]), "torch order");
+    assert_eq!(qkv["type"], "Q8_0");
+    assert_eq!(qkv["bits_per_weight"], 8.5);
+    assert_eq!(tensor(&r, "img_in.bias")["type"], "F32");
+    assert_eq!(r["metadata"]["general.architecture"], "\"flux\"");
+}
+
+#[test]
+fn text_output_and_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("depth.svg");
+    let out =
+        lowbit(&["inspect", &format!("fixtures/{FLUX_TINY_BFL}"), "--plot", svg.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("architecture  flux, bfl naming"), "{text}");
+    assert!(text.contains("double_blocks.0.img_attn.qkv.weight") && text.contains("768×256"));
+    assert!(text.contains("52 tensors"));
+    let svg_text = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg_text.starts_with("<svg") && svg_text.contains("d0") && svg_text.contains("img_in"));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left behind");
+
+    let bad = dir.path().join("no/such/dir/depth.svg");
+    let out =
+        lowbit(&["inspect", &format!("fixtures/{FLUX_TINY_BFL}"), "--plot", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/dir"));
+    assert!(!bad.exists());
+}
+
+#[test]
+fn rows_decode_to_the_generated_values() {
+    use lowbit_checkpoint::Checkpoint;
+    let ckpt = Checkpoint::open(root().join("fixtures").join(FLUX_TINY_BFL)).unwrap();
+    let generated = generate_bfl(&FluxConfig::TINY, SEED);
+    for g in &generated {
+        let t = ckpt.tensor(&g.name).unwrap();
+        let want: Vec<f32> = g
+            .data
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect();
+        let mut got = Vec::new();
+        ckpt.for_each_rows_f32::<lowbit_checkpoint::Error>(t, 7, |row, values| {
+            assert_eq!(row * t.row_len(), got.len() as u64);
+            got.extend_from_slice(values);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, want, "{}", g.name);
+    }
+    let t = ckpt.tensor("txt_in.weight").unwrap();
+    let mut out = vec![0.0; 320];
+    assert!(ckpt.read_rows_f32(t, 256..257, &mut out).is_err(), "row past the end");
+    assert!(ckpt.read_rows_f32(t, 0..2, &mut out).is_err(), "wrong buffer length");
+}

@@ -1,0 +1,155 @@
+//! Our readers against the reference Python packages pinned in `tests/interop/requirements.txt`.
+
+use crate::support::{inspect_json, root, run_python};
+use lowbit_checkpoint::Checkpoint;
+use lowbit_dtype::{GgmlType, fp8};
+use lowbit_fixtures::FLUX_TINY_BFL;
+use lowbit_fixtures::flux::{FluxConfig, generate_bfl, to_diffusers};
+use lowbit_fixtures::write::safetensors_bytes;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+fn by_name(tensors: &Value) -> std::collections::BTreeMap<String, &Value> {
+    tensors
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap().to_owned(), t))
+        .collect()
+}
+
+/// Every ggml type the `gguf` package writes is read with the same shape, type and byte size.
+#[test]
+fn gguf_package_files_inspect_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference: Value =
+        serde_json::from_str(&run_python("gguf_files.py", &[dir.path()])).unwrap();
+    let mut types_seen = BTreeSet::new();
+    for (path, ref_tensors) in reference.as_object().unwrap() {
+        let ours = inspect_json(Path::new(path));
+        assert_eq!(ours["architecture"], "flux", "{path}");
+        assert_eq!(ours["naming"], "bfl", "{path}");
+        let ours = by_name(&ours["tensors"]);
+        let theirs = by_name(ref_tensors);
+        assert_eq!(ours.keys().collect::<Vec<_>>(), theirs.keys().collect::<Vec<_>>(), "{path}");
+        for (name, t) in theirs {
+            let o = ours[&name];
+            for field in ["shape", "type", "params", "bytes"] {
+                assert_eq!(o[field], t[field], "{path}: {name}: {field}");
+            }
+            let bpw = t["bytes"].as_f64().unwrap() * 8.0 / t["params"].as_f64().unwrap();
+            assert!((o["bits_per_weight"].as_f64().unwrap() - bpw).abs() < 1e-12);
+            types_seen.insert(t["type"].as_str().unwrap().to_owned());
+        }
+    }
+    let ours: BTreeSet<String> = GgmlType::ALL
+        .iter()
+        .filter(|t| **t != GgmlType::Q8_1)
+        .map(|t| t.name().to_owned())
+        .collect();
+    assert_eq!(types_seen, ours, "our type table and the gguf package know the same types");
+}
+
+/// Dense GGUF tensors decode to exactly the values the `gguf` package reads.
+#[test]
+fn gguf_dense_values_match_the_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let written: Value = serde_json::from_str(&run_python("gguf_files.py", &[dir.path()])).unwrap();
+    let files: Vec<&Path> = written
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|p| Path::new(p.as_str()))
+        .filter(|p| {
+            ["flux-f32.gguf", "flux-f16.gguf", "flux-bf16.gguf"].iter().any(|f| p.ends_with(f))
+        })
+        .collect();
+    assert_eq!(files.len(), 3);
+    let reference: Value = serde_json::from_str(&run_python("gguf_read.py", &files)).unwrap();
+    for path in files {
+        let ckpt = Checkpoint::open(path).unwrap();
+        for t in reference[path.to_str().unwrap()]["tensors"].as_array().unwrap() {
+            let tensor = ckpt.tensor(t["name"].as_str().unwrap()).unwrap();
+            let mut got = vec![0f32; usize::try_from(tensor.params).unwrap()];
+            ckpt.read_rows_f32(tensor, 0..tensor.n_rows(), &mut got).unwrap();
+            let want: Vec<u32> = t["f32_bits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| u32::try_from(v.as_u64().unwrap()).unwrap())
+                .collect();
+            let got: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want, "{}: {}", path.display(), t["name"]);
+        }
+    }
+}
+
+/// A GGUF laid out by `lowbit_gguf::Layout` reads back identically in the `gguf` package.
+#[test]
+fn our_gguf_layout_reads_in_the_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny-q8_0.gguf");
+    let layout = lowbit_fixtures::bench_gguf_layout(&FluxConfig::TINY.tensors()).unwrap();
+    let mut bytes = layout.header.clone();
+    // Zero data: every Q8_0 block decodes to zeros, every F32 to 0.0.
+    bytes.resize(bytes.len() + usize::try_from(layout.data_len).unwrap(), 0);
+    std::fs::write(&path, bytes).unwrap();
+    let reference: Value = serde_json::from_str(&run_python("gguf_read.py", &[&path])).unwrap();
+    let theirs = &reference[path.to_str().unwrap()];
+    assert_eq!(theirs["kv"]["general.architecture"], "flux");
+    let ours = inspect_json(&path);
+    let ours_t = by_name(&ours["tensors"]);
+    let theirs_t = by_name(&theirs["tensors"]);
+    assert_eq!(ours_t.len(), theirs_t.len());
+    for (name, t) in theirs_t {
+        for field in ["shape", "type", "params", "bytes"] {
+            assert_eq!(ours_t[&name][field], t[field], "{name}: {field}");
+        }
+    }
+}
+
+/// Our FP8 decoding tables equal `ml_dtypes` for all 256 codes of each format.
+#[test]
+fn fp8_tables_match_ml_dtypes() {
+    let reference: Value = serde_json::from_str(&run_python("fp8_tables.py", &[])).unwrap();
+    type Decode = fn(u8) -> f32;
+    let cases: [(&str, Decode); 3] = [
+        ("float8_e4m3fn", fp8::e4m3_to_f32),
+        ("float8_e5m2", fp8::e5m2_to_f32),
+        ("float8_e8m0fnu", fp8::e8m0_to_f32),
+    ];
+    for (name, decode) in cases {
+        let want = reference[name].as_array().unwrap();
+        for code in 0..=255u8 {
+            let w = f32::from_bits(u32::try_from(want[code as usize].as_u64().unwrap()).unwrap());
+            let g = decode(code);
+            assert!(
+                w.to_bits() == g.to_bits() || (w.is_nan() && g.is_nan()),
+                "{name} code {code:#04x}: ml_dtypes {w} ours {g}"
+            );
+        }
+    }
+}
+
+/// The `safetensors` package sees the same names, dtypes and shapes as we do.
+#[test]
+fn safetensors_package_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let diffusers = dir.path().join("diffusers.safetensors");
+    let bfl = generate_bfl(&FluxConfig::TINY, 3);
+    std::fs::write(&diffusers, safetensors_bytes(&to_diffusers(&bfl, FluxConfig::TINY.hidden)))
+        .unwrap();
+    for path in [root().join("fixtures").join(FLUX_TINY_BFL), diffusers] {
+        let theirs: Value =
+            serde_json::from_str(&run_python("safetensors_read.py", &[&path])).unwrap();
+        let ours = inspect_json(&path);
+        let ours = by_name(&ours["tensors"]);
+        let theirs = theirs.as_object().unwrap();
+        assert_eq!(ours.len(), theirs.len());
+        for (name, t) in theirs {
+            assert_eq!(ours[name]["type"], t["dtype"], "{name}");
+            assert_eq!(ours[name]["shape"], t["shape"], "{name}");
+        }
+    }
+}

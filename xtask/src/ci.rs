@@ -1,0 +1,61 @@
+//! `cargo xtask ci`: the one test command (README.md and `.ci/run` both call it).
+//!
+//! It creates `target/interop-venv` with the pinned packages of `tests/interop/requirements.txt`
+//! (once; reinstalled when the file changes), then runs fmt, clippy and every test with
+//! `LOWBIT_PYTHON` pointing at that environment, so the interop tests compare against the
+//! reference Python readers instead of skipping.
+
+use anyhow::{Context, bail};
+use std::path::Path;
+use std::process::Command;
+
+pub(crate) fn sh(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("$ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Creates or refreshes the interop virtual environment and returns its python.
+pub(crate) fn venv(root: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let venv = root.join("target/interop-venv");
+    let python = venv.join("bin/python");
+    let reqs = root.join("tests/interop/requirements.txt");
+    let wanted =
+        std::fs::read_to_string(&reqs).with_context(|| format!("reading {}", reqs.display()))?;
+    let stamp = venv.join("lowbit-requirements.txt");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) && python.exists() {
+        return Ok(python);
+    }
+    let system_python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    sh(Command::new(system_python).args(["-m", "venv", "--clear"]).arg(&venv))?;
+    sh(Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+        .arg(&reqs))?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(python)
+}
+
+pub(crate) fn run() -> anyhow::Result<()> {
+    let root = crate::workspace_root();
+    let python = venv(&root)?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    sh(Command::new(&cargo).current_dir(&root).args(["fmt", "--all", "--", "--check"]))?;
+    sh(Command::new(&cargo).current_dir(&root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    sh(Command::new(&cargo)
+        .current_dir(&root)
+        .args(["test", "--workspace", "--locked"])
+        .env("LOWBIT_PYTHON", &python))?;
+    eprintln!("ci: all checks passed");
+    Ok(())
+}

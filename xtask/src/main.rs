@@ -1,0 +1,44 @@
+//! `cargo xtask`: the project's chores, in Rust so they run wherever cargo does.
+//!
+//! - `fixtures [--check]`: write (or compare) every committed fixture under `fixtures/`.
+//! - `ci`: what CI runs: the pinned Python interop environment, fmt, clippy, the tests.
+//! - `bench-inspect`: time `lowbit inspect` on a sparse FLUX.1-dev-sized checkpoint.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a developer tool reports on the terminal"
+)]
+
+mod bench;
+mod ci;
+mod fixtures;
+
+use std::path::PathBuf;
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_owned()
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["fixtures"] => fixtures::write(false),
+        ["fixtures", "--check"] => fixtures::write(true),
+        ["ci"] => ci::run(),
+        ["bench-inspect"] => bench::inspect(),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n\
+                 commands:\n  \
+                 fixtures [--check]   regenerate fixtures/ (or check it is current)\n  \
+                 ci                   set up the interop venv, then fmt, clippy and all tests\n  \
+                 bench-inspect        time `lowbit inspect` on a sparse 23.8 GB FLUX.1-dev header"
+            );
+            std::process::exit(2);
+        }
+    }
+}
