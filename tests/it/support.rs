@@ -1,5 +1,6 @@
 //! Helpers shared by the end-to-end tests.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -37,6 +38,12 @@ pub(crate) fn python() -> PathBuf {
 /// Runs `tests/interop/<script>` with `args` and returns its stdout; fails the test with a
 /// how-to-fix message when the reference packages are missing.
 pub(crate) fn run_python(script: &str, args: &[&Path]) -> String {
+    let args: Vec<&OsStr> = args.iter().map(|p| p.as_os_str()).collect();
+    run_script(script, &args)
+}
+
+/// [`run_python`] for arguments that are not all paths (type names, counts).
+pub(crate) fn run_script(script: &str, args: &[&OsStr]) -> String {
     let script_path = root().join("tests/interop").join(script);
     let out = Command::new(python())
         .arg(&script_path)
@@ -46,7 +53,8 @@ pub(crate) fn run_python(script: &str, args: &[&Path]) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "{script} failed{}:\n{stderr}",
+        "{script} {} failed{}:\n{stderr}",
+        args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "),
         if stderr.contains("ModuleNotFoundError") {
             " (reference packages missing: run `cargo xtask ci`, or `pip install -r tests/interop/requirements.txt` and set LOWBIT_PYTHON)"
         } else {

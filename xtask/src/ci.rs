@@ -1,9 +1,11 @@
 //! `cargo xtask ci`: the one test command (README.md and `.ci/run` both call it).
 //!
 //! It creates `target/interop-venv` with the pinned packages of `tests/interop/requirements.txt`
-//! (once; reinstalled when the file changes), then runs fmt, clippy and every test with
-//! `LOWBIT_PYTHON` pointing at that environment, so the interop tests compare against the
-//! reference Python readers instead of skipping.
+//! (once; reinstalled when the file changes), builds ggml's reference quantizers into
+//! `target/ggml-ref/` (`tests/interop/ggml_ref.py build`: a pinned download and a C compile,
+//! cached), then runs fmt, clippy and every test with `LOWBIT_PYTHON` pointing at that
+//! environment, so the interop tests compare against the reference implementations instead of
+//! skipping. A missing C compiler or a failed download stops CI at its own step, named as such.
 
 use anyhow::{Context, bail};
 use std::path::Path;
@@ -38,9 +40,19 @@ pub(crate) fn venv(root: &Path) -> anyhow::Result<std::path::PathBuf> {
     Ok(python)
 }
 
+/// Builds (or finds cached) ggml's C quantizers, the reference of the bit-exactness tests.
+pub(crate) fn ggml_ref(root: &Path, python: &Path) -> anyhow::Result<()> {
+    eprintln!("ci: building ggml's reference quantizers (download, verify, compile; cached)");
+    sh(Command::new(python).arg(root.join("tests/interop/ggml_ref.py")).arg("build")).context(
+        "building ggml's reference library failed: it needs a C compiler (gcc, or set CC) and, \
+         the first time, a download from files.pythonhosted.org",
+    )
+}
+
 pub(crate) fn run() -> anyhow::Result<()> {
     let root = crate::workspace_root();
     let python = venv(&root)?;
+    ggml_ref(&root, &python)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     sh(Command::new(&cargo).current_dir(&root).args(["fmt", "--all", "--", "--check"]))?;
     sh(Command::new(&cargo).current_dir(&root).args([

@@ -3,6 +3,7 @@
 //! - `fixtures [--check]`: write (or compare) every committed fixture under `fixtures/`.
 //! - `ci`: what CI runs: the pinned Python interop environment, fmt, clippy, the tests.
 //! - `bench-inspect`: time `lowbit inspect` on a sparse FLUX.1-dev-sized checkpoint.
+//! - `bench-quant`: lowbit's quantizers against ggml's C code and the `gguf` package, in Mparam/s.
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -30,13 +31,15 @@ fn main() -> anyhow::Result<()> {
         ["fixtures", "--check"] => fixtures::write(true),
         ["ci"] => ci::run(),
         ["bench-inspect"] => bench::inspect(),
+        ["bench-quant"] => bench::quant(),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  fixtures [--check]   regenerate fixtures/ (or check it is current)\n  \
-                 ci                   set up the interop venv, then fmt, clippy and all tests\n  \
-                 bench-inspect        time `lowbit inspect` on a sparse 23.8 GB FLUX.1-dev header"
+                 ci                   set up the interop venv and ggml reference, then fmt, clippy, tests\n  \
+                 bench-inspect        time `lowbit inspect` on a sparse 23.8 GB FLUX.1-dev header\n  \
+                 bench-quant          quantizer speed (Mparam/s) vs ggml's C and the gguf package"
             );
             std::process::exit(2);
         }

@@ -197,6 +197,10 @@ impl Checkpoint {
         &self.files[t.file].path
     }
 
+    pub(crate) fn source(&self, t: &Tensor) -> &Source {
+        &self.files[t.file]
+    }
+
     /// A tensor's stored bytes, borrowed from the mapping.
     #[must_use]
     pub fn raw(&self, t: &Tensor) -> &[u8] {

@@ -1,4 +1,4 @@
-//! Reading tensors as `f32` rows, a chunk at a time.
+//! Reading tensors as `f32`, a chunk of rows or a range of elements at a time.
 
 use crate::{Checkpoint, Error, StorageType, Tensor};
 use lowbit_dtype::{Dtype, GgmlType, decode_to_f32};
@@ -25,40 +25,84 @@ impl Checkpoint {
     ///
     /// # Errors
     /// When the rows are out of range, `out` has the wrong length, or the storage type cannot be
-    /// decoded (block-quantized GGUF types are not decoded yet).
+    /// decoded.
     pub fn read_rows_f32(
         &self,
         t: &Tensor,
         rows: Range<u64>,
         out: &mut [f32],
     ) -> Result<(), Error> {
-        let err = |reason: String| Error::Read {
-            path: self.file_of(t).to_owned(),
-            tensor: t.name.clone(),
-            reason,
-        };
         if rows.start > rows.end || rows.end > t.n_rows() {
-            return Err(err(format!(
-                "rows {}..{} out of range (0..{})",
-                rows.start,
-                rows.end,
-                t.n_rows()
-            )));
+            let reason =
+                format!("rows {}..{} out of range (0..{})", rows.start, rows.end, t.n_rows());
+            return Err(self.read_error(t, reason));
         }
-        let n = (rows.end - rows.start) * t.row_len();
+        self.read_f32(t, rows.start * t.row_len()..rows.end * t.row_len(), out)
+    }
+
+    /// Decodes elements `elems` (in row-major order) of `t` into `out`. For block-quantized GGUF
+    /// tensors the range must start and end on block boundaries.
+    ///
+    /// Data is read with positioned reads, not through the memory map, so resident memory stays
+    /// at the size of `out` however much of the checkpoint is streamed.
+    ///
+    /// # Errors
+    /// When the range is out of bounds or not block-aligned, `out` has the wrong length, the read
+    /// fails, or the storage type cannot be decoded.
+    pub fn read_f32(&self, t: &Tensor, elems: Range<u64>, out: &mut [f32]) -> Result<(), Error> {
+        if elems.start > elems.end || elems.end > t.params {
+            let reason =
+                format!("elements {}..{} out of range (0..{})", elems.start, elems.end, t.params);
+            return Err(self.read_error(t, reason));
+        }
+        let n = elems.end - elems.start;
         if out.len() as u64 != n {
-            return Err(err(format!("buffer holds {} values, {n} needed", out.len())));
+            return Err(
+                self.read_error(t, format!("buffer holds {} values, {n} needed", out.len()))
+            );
         }
-        let dtype = match t.ty {
-            StorageType::Dense(d) => d,
-            StorageType::Ggml(g) => ggml_dense(g)
-                .ok_or_else(|| err(format!("decoding {g} blocks to f32 is not supported yet")))?,
+        let (block, type_size, dense): (u64, u64, Option<Dtype>) = match t.ty {
+            StorageType::Dense(d) => (1, d.size() as u64, Some(d)),
+            StorageType::Ggml(g) => (g.block_size() as u64, g.type_size() as u64, ggml_dense(g)),
         };
-        let elem = dtype.size() as u64;
-        let start = rows.start * t.row_len() * elem;
-        #[expect(clippy::cast_possible_truncation, reason = "within the mapped tensor")]
-        let src = &self.raw(t)[start as usize..(start + n * elem) as usize];
-        decode_to_f32(dtype, src, out).map_err(|e| err(e.to_string()))
+        if !elems.start.is_multiple_of(block) || !elems.end.is_multiple_of(block) {
+            let reason = format!(
+                "elements {}..{} do not fall on {block}-element block boundaries",
+                elems.start, elems.end
+            );
+            return Err(self.read_error(t, reason));
+        }
+        let start = elems.start / block * type_size;
+        let end = elems.end / block * type_size;
+        #[expect(clippy::cast_possible_truncation, reason = "a read is as large as `out`")]
+        let mut bytes = vec![0u8; (end - start) as usize];
+        self.read_raw_at(t, start, &mut bytes)?;
+        let decoded = match (dense, t.ty) {
+            (Some(d), _) => decode_to_f32(d, &bytes, out).map_err(|e| e.to_string()),
+            (None, StorageType::Ggml(g)) => {
+                lowbit_quant::dequantize(g, &bytes, out).map_err(|e| e.to_string())
+            }
+            (None, StorageType::Dense(d)) => Err(format!("{d} cannot be decoded")),
+        };
+        decoded.map_err(|reason| self.read_error(t, reason))
+    }
+
+    /// Reads bytes of `t` starting `offset` bytes into its data, with a positioned read.
+    ///
+    /// # Errors
+    /// When the range leaves the tensor or the read fails.
+    pub fn read_raw_at(&self, t: &Tensor, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        if offset.checked_add(buf.len() as u64).is_none_or(|end| end > t.bytes) {
+            let reason = format!("bytes {offset}..+{} out of range (0..{})", buf.len(), t.bytes);
+            return Err(self.read_error(t, reason));
+        }
+        self.source(t)
+            .read_at(t.offset + offset, buf)
+            .map_err(|source| Error::Io { path: self.file_of(t).to_owned(), source })
+    }
+
+    fn read_error(&self, t: &Tensor, reason: String) -> Error {
+        Error::Read { path: self.file_of(t).to_owned(), tensor: t.name.clone(), reason }
     }
 
     /// Streams `t` as `f32`, calling `f(first_row, values)` for chunks of at most `chunk_rows`

@@ -1,4 +1,10 @@
-//! A checkpoint file's bytes: memory-mapped, or read whole when tiny.
+//! A checkpoint file's bytes: memory-mapped for headers and zero-copy access, plus positioned
+//! reads for streaming tensor data.
+//!
+//! Streaming reads use `pread` into small buffers rather than the mapping: pages touched through
+//! a mapping count toward the process's resident memory until the kernel reclaims them, so a
+//! conversion reading a 24 GB checkpoint through the map would look (and, under memory limits,
+//! act) like a 24 GB process. `pread` goes through the page cache without that.
 #![allow(unsafe_code, reason = "memory-mapping a file is unsafe; this module is the one place")]
 
 use crate::Error;
@@ -12,6 +18,7 @@ const MAP_THRESHOLD: u64 = 64 * 1024;
 #[derive(Debug)]
 pub(crate) struct Source {
     pub(crate) path: PathBuf,
+    file: std::fs::File,
     bytes: Bytes,
 }
 
@@ -35,7 +42,21 @@ impl Source {
             // the `safetensors` Python package's included.
             Bytes::Mapped(unsafe { Mmap::map(&file) }.map_err(io)?)
         };
-        Ok(Source { path: path.to_owned(), bytes })
+        Ok(Source { path: path.to_owned(), file, bytes })
+    }
+
+    /// Reads `buf.len()` bytes at `offset` without going through the mapping.
+    pub(crate) fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        match &self.bytes {
+            Bytes::Owned(v) => {
+                let start = usize::try_from(offset).map_err(std::io::Error::other)?;
+                let src =
+                    v.get(start..start + buf.len()).ok_or(std::io::ErrorKind::UnexpectedEof)?;
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            Bytes::Mapped(_) => std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset),
+        }
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {

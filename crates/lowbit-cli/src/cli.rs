@@ -18,6 +18,54 @@ pub(crate) enum Command {
     /// PATH is a .safetensors file, a *.safetensors.index.json, a directory holding one (such as a
     /// diffusers transformer/ folder), or a .gguf file. Only headers are read.
     Inspect(InspectArgs),
+    /// Convert a checkpoint to GGUF, bit-exact with ggml's quantizers.
+    ///
+    /// INPUT is anything `inspect` reads (BF16/F16/F32/FP8 safetensors, sharded, or a GGUF with
+    /// F32/F16/BF16 weights). FLUX in diffusers naming is written in BFL naming unless
+    /// `--names diffusers`. Embedders and the final layer stay at source precision, 1-D and tiny
+    /// tensors in F32, as ComfyUI-GGUF does.
+    Convert(ConvertArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConvertArgs {
+    /// Checkpoint to convert.
+    pub(crate) input: PathBuf,
+    /// Output file.
+    #[arg(short, long, value_name = "OUT.gguf")]
+    pub(crate) output: PathBuf,
+    /// Target: gguf:TYPE with TYPE one of f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k q4_k q5_k
+    /// q6_k tq1_0 tq2_0, or a mix q3_k_m q4_k_m q5_k_m.
+    #[arg(long, value_name = "gguf:TYPE")]
+    pub(crate) to: Option<String>,
+    /// Per-tensor type: REGEX=TYPE, matched against the whole output name; repeatable, the last
+    /// match wins.
+    #[arg(long = "tensor-type", value_name = "REGEX=TYPE")]
+    pub(crate) tensor_type: Vec<String>,
+    /// A recipe file (TOML: `to` and `[[rules]]`, see formats/recipe.md); command-line options
+    /// come after it and win.
+    #[arg(long, value_name = "FILE.toml")]
+    pub(crate) recipe: Option<PathBuf>,
+    /// Output tensor naming.
+    #[arg(long, value_enum, default_value_t = Names::Bfl)]
+    pub(crate) names: Names,
+    /// Print the plan (each tensor, its type, size and why) and write nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Worker threads (default: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) threads: usize,
+    /// Write NaN or infinite weights instead of stopping at the first one.
+    #[arg(long)]
+    pub(crate) allow_non_finite: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Names {
+    /// Black Forest Labs' names (ComfyUI-GGUF, diffusers single-file, stable-diffusion.cpp).
+    Bfl,
+    /// diffusers' names.
+    Diffusers,
 }
 
 #[derive(Debug, Args)]

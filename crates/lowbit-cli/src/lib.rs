@@ -5,6 +5,7 @@
 //! A closed stdout (`lowbit inspect … | head`) is not an error.
 
 mod cli;
+mod convert;
 mod inspect;
 mod output;
 
@@ -17,13 +18,14 @@ pub fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Inspect(args) => inspect::run(&args),
+        cli::Command::Convert(args) => convert::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             output::error_line(&e);
-            ExitCode::FAILURE
+            if convert::is_cancelled(&e) { ExitCode::from(130) } else { ExitCode::FAILURE }
         }
     }
 }

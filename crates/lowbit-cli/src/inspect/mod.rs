@@ -6,6 +6,8 @@
 mod plot;
 mod text;
 
+pub(crate) use text::TABLE_STYLE;
+
 use crate::cli::InspectArgs;
 use crate::output;
 use anyhow::Context;

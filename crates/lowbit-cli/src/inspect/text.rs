@@ -27,12 +27,12 @@ fn human_params(p: u64) -> String {
 }
 
 /// No borders, one rule under the header.
-const STYLE: TableStyle =
+pub(crate) const TABLE_STYLE: TableStyle =
     TableStyle::new().header_separator(LineStyle::none().fill('─').junction('─'));
 
 fn table(header: &[&str], right: &[usize]) -> Table {
     let mut t = Table::new();
-    t.load_style(STYLE).set_content_arrangement(ContentArrangement::Disabled);
+    t.load_style(TABLE_STYLE).set_content_arrangement(ContentArrangement::Disabled);
     t.set_header(header.to_vec());
     for &i in right {
         if let Some(c) = t.column_mut(i) {

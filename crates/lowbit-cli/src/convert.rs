@@ -1,0 +1,136 @@
+//! `lowbit convert`: plan, optionally print the plan, then write with a progress bar.
+
+use crate::cli::{ConvertArgs, Names};
+use crate::output;
+use anyhow::Context;
+use comfy_table::{CellAlignment, Table};
+use lowbit_checkpoint::Checkpoint;
+use lowbit_convert::{Error, Options, OutputNaming, Plan, Recipe, write_gguf};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Whether an error is the user's Ctrl-C (exit code 130).
+pub(crate) fn is_cancelled(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| matches!(c.downcast_ref::<Error>(), Some(Error::Cancelled)))
+}
+
+/// Runs `lowbit convert`.
+pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
+    let recipe_text = match &args.recipe {
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?),
+        None => None,
+    };
+    let recipe = Recipe::build(recipe_text.as_deref(), args.to.as_deref(), &args.tensor_type)
+        .map_err(anyhow::Error::from)
+        .with_context(|| {
+            args.recipe.as_ref().map_or_else(|| "options".to_owned(), |p| p.display().to_string())
+        })?;
+    let ckpt = Checkpoint::open(&args.input)?;
+    let naming = match args.names {
+        Names::Bfl => OutputNaming::Bfl,
+        Names::Diffusers => OutputNaming::Diffusers,
+    };
+    let input = args.input.display().to_string();
+    let plan = Plan::new(&ckpt, &recipe, Some(naming)).with_context(|| input.clone())?;
+    if args.dry_run {
+        return output::print(&render_plan(&plan, &recipe));
+    }
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = Arc::clone(&cancel);
+        // A second handler cannot be installed (tests run several conversions in one process);
+        // then Ctrl-C simply ends the process, and the temporary file is left for the OS.
+        let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(100),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {percent}% {msg}",
+        )
+        .expect("static template"),
+    );
+    let progress = |done: u64, total: u64| {
+        bar.set_position(if total == 0 { 100 } else { done * 100 / total });
+    };
+    let source_name = std::path::Path::new(&args.input)
+        .file_name()
+        .map_or_else(|| input.clone(), |n| n.to_string_lossy().into_owned());
+    let opts = Options {
+        threads: args.threads,
+        allow_non_finite: args.allow_non_finite,
+        cancel: Some(&cancel),
+        progress: Some(&progress),
+        source_name,
+    };
+    let start = Instant::now();
+    let written =
+        write_gguf(&ckpt, &plan, &recipe, &args.output, &opts).with_context(|| input.clone())?;
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    let params: u64 = plan.tensors.iter().map(lowbit_convert::PlannedTensor::numel).sum();
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "wrote {} ({} tensors, {:.1} MB, {:.3} bits/weight) in {secs:.2} s ({:.0} Mparam/s){}",
+        args.output.display(),
+        written.tensors,
+        written.bytes as f64 / 1e6,
+        plan.data_bytes() as f64 * 8.0 / params.max(1) as f64,
+        params as f64 / secs / 1e6,
+        peak_rss_mb().map_or(String::new(), |mb| format!(", peak memory {mb:.0} MB")),
+    );
+    Ok(())
+}
+
+/// The process's peak resident memory (`VmHWM`), where the OS reports it.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn render_plan(plan: &Plan, recipe: &Recipe) -> String {
+    let mut t = Table::new();
+    t.load_style(crate::inspect::TABLE_STYLE);
+    t.set_header(vec!["tensor", "shape", "type", "bytes", "bits/weight", "why"]);
+    for i in [3, 4] {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    for p in &plan.tensors {
+        let shape = p.shape.iter().map(u64::to_string).collect::<Vec<_>>().join("×");
+        t.add_row(vec![
+            p.name.clone(),
+            shape,
+            p.ty.name().to_owned(),
+            p.bytes().to_string(),
+            format!("{:.3}", p.bytes() as f64 * 8.0 / p.numel().max(1) as f64),
+            p.reason.to_string(),
+        ]);
+    }
+    let params: u64 = plan.tensors.iter().map(lowbit_convert::PlannedTensor::numel).sum();
+    let mut out = format!("{t}\n\n");
+    let _ = writeln!(
+        out,
+        "plan: {} tensors, {} parameters, {} bytes of tensor data, {:.3} bits/weight, target gguf:{}, {} naming",
+        plan.tensors.len(),
+        params,
+        plan.data_bytes(),
+        plan.data_bytes() as f64 * 8.0 / params.max(1) as f64,
+        recipe.target.name(),
+        match plan.naming {
+            OutputNaming::Bfl => "bfl",
+            OutputNaming::Diffusers => "diffusers",
+        }
+    );
+    out
+}

@@ -1,0 +1,311 @@
+//! What the user asked for: a target (`gguf:q4_k_m`) and per-tensor rules (`REGEX=TYPE`), from the
+//! command line or a TOML recipe file (format in `formats/recipe.md`).
+
+use crate::Error;
+use lowbit_dtype::GgmlType;
+use regex::Regex;
+use std::fmt::Write;
+
+/// A named mix: a base type plus ComfyUI-GGUF's per-layer bumps for FLUX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mix {
+    /// Q3_K, with fused `attn.qkv` in Q4_K.
+    Q3KM,
+    /// Q4_K, with fused `attn.qkv` in Q5_K.
+    Q4KM,
+    /// Q5_K, with fused `attn.qkv` in Q6_K.
+    Q5KM,
+}
+
+/// The `--to` target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// Type of the bulk of the weights.
+    pub base: GgmlType,
+    /// A named mix, if one was asked for.
+    pub mix: Option<Mix>,
+}
+
+/// Types a target or rule may name.
+pub const WRITABLE: [GgmlType; 15] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::TQ1_0,
+    GgmlType::TQ2_0,
+];
+
+fn writable_list() -> String {
+    let mut s: Vec<String> = WRITABLE.iter().map(|t| t.name().to_lowercase()).collect();
+    s.extend(["q3_k_m", "q4_k_m", "q5_k_m"].map(String::from));
+    s.join(" ")
+}
+
+/// Parses a type name a rule may use (`q8_0`, `BF16`; case-insensitive).
+///
+/// # Errors
+/// When the name is not a type lowbit writes.
+pub fn parse_type(name: &str) -> Result<GgmlType, Error> {
+    GgmlType::from_name(name).filter(|t| WRITABLE.contains(t)).ok_or_else(|| Error::Recipe {
+        reason: format!(
+            "unknown tensor type `{name}`; lowbit writes {}",
+            WRITABLE.map(|t| t.name().to_lowercase()).join(" ")
+        ),
+    })
+}
+
+impl Target {
+    /// Parses `gguf:TYPE` (the `gguf:` prefix is optional).
+    ///
+    /// # Errors
+    /// An unknown format or type.
+    pub fn parse(s: &str) -> Result<Target, Error> {
+        let (format, ty) = s.split_once(':').unwrap_or(("gguf", s));
+        if !format.eq_ignore_ascii_case("gguf") {
+            return Err(Error::Recipe {
+                reason: format!(
+                    "unknown output format `{format}` in `{s}`; lowbit writes gguf:TYPE"
+                ),
+            });
+        }
+        let mix = match ty.to_ascii_lowercase().as_str() {
+            "q3_k_m" => Some((GgmlType::Q3_K, Mix::Q3KM)),
+            "q4_k_m" => Some((GgmlType::Q4_K, Mix::Q4KM)),
+            "q5_k_m" => Some((GgmlType::Q5_K, Mix::Q5KM)),
+            _ => None,
+        };
+        if let Some((base, mix)) = mix {
+            return Ok(Target { base, mix: Some(mix) });
+        }
+        let base = GgmlType::from_name(ty).filter(|t| WRITABLE.contains(t)).ok_or_else(|| {
+            Error::Recipe {
+                reason: format!("unknown target type `{ty}`; choose one of: {}", writable_list()),
+            }
+        })?;
+        Ok(Target { base, mix: None })
+    }
+
+    /// The name as written on the command line (`q4_k_m`, `bf16`).
+    #[must_use]
+    pub fn name(&self) -> String {
+        match self.mix {
+            Some(Mix::Q3KM) => "q3_k_m".into(),
+            Some(Mix::Q4KM) => "q4_k_m".into(),
+            Some(Mix::Q5KM) => "q5_k_m".into(),
+            None => self.base.name().to_lowercase(),
+        }
+    }
+
+    /// `general.file_type`: llama.cpp's `LLAMA_FTYPE_*` value for this target.
+    #[must_use]
+    pub fn file_type(&self) -> u32 {
+        match (self.base, self.mix) {
+            (_, Some(Mix::Q3KM)) => 12,
+            (_, Some(Mix::Q4KM)) => 15,
+            (_, Some(Mix::Q5KM)) => 17,
+            (GgmlType::F32, _) => 0,
+            (GgmlType::F16, _) => 1,
+            (GgmlType::Q4_0, _) => 2,
+            (GgmlType::Q4_1, _) => 3,
+            (GgmlType::Q8_0, _) => 7,
+            (GgmlType::Q5_0, _) => 8,
+            (GgmlType::Q5_1, _) => 9,
+            (GgmlType::Q2_K, _) => 10,
+            (GgmlType::Q3_K, _) => 11,
+            (GgmlType::Q4_K, _) => 14,
+            (GgmlType::Q5_K, _) => 16,
+            (GgmlType::Q6_K, _) => 18,
+            (GgmlType::BF16, _) => 32,
+            (GgmlType::TQ1_0, _) => 36,
+            (GgmlType::TQ2_0, _) => 37,
+            _ => 1024,
+        }
+    }
+
+    /// The mix's choice for a weight, by its BFL name; `None` when the mix leaves it at the base.
+    /// ComfyUI-GGUF's patch bumps fused `attn.qkv` weights one step; its other rules (`to_v`,
+    /// `ffn_down`) never match BFL FLUX names.
+    #[must_use]
+    pub fn mix_type(&self, bfl_name: &str) -> Option<GgmlType> {
+        if !bfl_name.ends_with("attn.qkv.weight") {
+            return None;
+        }
+        match self.mix? {
+            Mix::Q3KM => Some(GgmlType::Q4_K),
+            Mix::Q4KM => Some(GgmlType::Q5_K),
+            Mix::Q5KM => Some(GgmlType::Q6_K),
+        }
+    }
+}
+
+/// One `REGEX=TYPE` rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Matched against the whole output tensor name (anchored).
+    pub pattern: Regex,
+    /// The pattern as written.
+    pub source: String,
+    /// Type for matching tensors.
+    pub ty: GgmlType,
+}
+
+impl Rule {
+    /// Parses `REGEX=TYPE`; the regex must match the whole tensor name.
+    ///
+    /// # Errors
+    /// A missing `=`, a bad regex, or an unknown type.
+    pub fn parse(s: &str) -> Result<Rule, Error> {
+        let (pattern, ty) = s.rsplit_once('=').ok_or_else(|| Error::Recipe {
+            reason: format!("tensor type rule `{s}` is not REGEX=TYPE"),
+        })?;
+        Rule::new(pattern, ty)
+    }
+
+    fn new(pattern: &str, ty: &str) -> Result<Rule, Error> {
+        let re = Regex::new(&format!("^(?:{pattern})$"))
+            .map_err(|e| Error::Recipe { reason: format!("bad regex `{pattern}`: {e}") })?;
+        Ok(Rule { pattern: re, source: pattern.to_owned(), ty: parse_type(ty)? })
+    }
+}
+
+/// Everything that decides the output types.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    /// Target.
+    pub target: Target,
+    /// Rules in order; the last one that matches a tensor wins.
+    pub rules: Vec<Rule>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecipeFile {
+    to: Option<String>,
+    #[serde(default)]
+    rules: Vec<RuleEntry>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleEntry {
+    #[serde(rename = "match")]
+    pattern: String,
+    #[serde(rename = "type")]
+    ty: String,
+}
+
+impl Recipe {
+    /// Builds a recipe from an optional TOML file and command-line values. The command line's
+    /// `--to` replaces the file's `to`; its rules come after the file's, so they win.
+    ///
+    /// # Errors
+    /// Bad TOML, unknown keys, types or regexes, or no target at all.
+    pub fn build(
+        file_text: Option<&str>,
+        to: Option<&str>,
+        cli_rules: &[String],
+    ) -> Result<Recipe, Error> {
+        let file: RecipeFile = match file_text {
+            Some(text) => toml::from_str(text)
+                .map_err(|e| Error::Recipe { reason: format!("recipe: {e}") })?,
+            None => RecipeFile { to: None, rules: Vec::new() },
+        };
+        let to = to.or(file.to.as_deref()).ok_or_else(|| Error::Recipe {
+            reason: "no target: pass --to gguf:TYPE or set `to` in the recipe".into(),
+        })?;
+        let mut rules = Vec::new();
+        for r in &file.rules {
+            rules.push(Rule::new(&r.pattern, &r.ty)?);
+        }
+        for r in cli_rules {
+            rules.push(Rule::parse(r)?);
+        }
+        Ok(Recipe { target: Target::parse(to)?, rules })
+    }
+
+    /// The recipe as TOML, in the format [`Recipe::build`] reads: stored in the output as
+    /// `lowbit.recipe` so a file can be reproduced.
+    #[must_use]
+    pub fn to_toml(&self) -> String {
+        let mut s = format!("to = \"gguf:{}\"\n", self.target.name());
+        for r in &self.rules {
+            let _ = write!(
+                s,
+                "\n[[rules]]\nmatch = {}\ntype = \"{}\"\n",
+                toml::Value::String(r.source.clone()),
+                r.ty.name().to_lowercase()
+            );
+        }
+        s
+    }
+
+    /// The last rule matching `name`, with its index.
+    #[must_use]
+    pub fn rule_for(&self, name: &str) -> Option<(usize, &Rule)> {
+        self.rules.iter().enumerate().rev().find(|(_, r)| r.pattern.is_match(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Mix, Recipe, Rule, Target};
+    use lowbit_dtype::GgmlType;
+
+    #[test]
+    fn targets() {
+        assert_eq!(Target::parse("gguf:q8_0").unwrap(), Target { base: GgmlType::Q8_0, mix: None });
+        assert_eq!(
+            Target::parse("Q4_K_M").unwrap(),
+            Target { base: GgmlType::Q4_K, mix: Some(Mix::Q4KM) }
+        );
+        assert!(Target::parse("gguf:q4_2").unwrap_err().to_string().contains("q4_k_m"));
+        assert!(Target::parse("gguf:iq4_xs").is_err(), "types lowbit cannot write are refused");
+        assert!(Target::parse("onnx:q8_0").is_err());
+        assert_eq!(Target::parse("gguf:q4_k_m").unwrap().file_type(), 15);
+        assert_eq!(Target::parse("gguf:bf16").unwrap().file_type(), 32);
+    }
+
+    #[test]
+    fn mixes_bump_fused_qkv_only() {
+        let t = Target::parse("gguf:q4_k_m").unwrap();
+        assert_eq!(t.mix_type("double_blocks.3.img_attn.qkv.weight"), Some(GgmlType::Q5_K));
+        assert_eq!(t.mix_type("double_blocks.3.img_attn.qkv.bias"), None);
+        assert_eq!(t.mix_type("single_blocks.0.linear1.weight"), None);
+        assert_eq!(
+            Target::parse("gguf:q4_k").unwrap().mix_type("double_blocks.3.img_attn.qkv.weight"),
+            None
+        );
+    }
+
+    #[test]
+    fn rules_and_recipe_files() {
+        let r = Rule::parse(r"double_blocks\.0\..*=bf16").unwrap();
+        assert!(r.pattern.is_match("double_blocks.0.img_attn.qkv.weight"));
+        assert!(!r.pattern.is_match("xdouble_blocks.0.img_attn.qkv.weight"), "anchored");
+        assert!(Rule::parse("no-equals").is_err());
+        assert!(Rule::parse("(=q8_0").is_err());
+        assert!(Rule::parse("a=q9_9").is_err());
+
+        let file = "to = \"gguf:q4_k\"\n[[rules]]\nmatch = 'single_blocks\\..*'\ntype = \"q8_0\"\n";
+        let recipe =
+            Recipe::build(Some(file), None, &["single_blocks\\.0\\..*=q6_k".into()]).unwrap();
+        assert_eq!(recipe.target.base, GgmlType::Q4_K);
+        assert_eq!(recipe.rule_for("single_blocks.0.linear1.weight").unwrap().1.ty, GgmlType::Q6_K);
+        assert_eq!(recipe.rule_for("single_blocks.1.linear1.weight").unwrap().1.ty, GgmlType::Q8_0);
+        let again = Recipe::build(Some(&recipe.to_toml()), None, &[]).unwrap();
+        assert_eq!(again.to_toml(), recipe.to_toml(), "to_toml round-trips");
+        assert!(Recipe::build(Some("to = 3"), None, &[]).is_err());
+        assert!(Recipe::build(Some("bogus = 1"), None, &[]).is_err());
+        assert!(Recipe::build(None, None, &[]).is_err());
+    }
+}

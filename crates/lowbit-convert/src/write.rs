@@ -1,0 +1,319 @@
+//! Running a plan: read input rows, quantize in parallel, write a GGUF file in order.
+//!
+//! Offsets come from [`lowbit_gguf::Layout`] before any data is read, so the file is written once,
+//! front to back, with no zero-fill pass. Work is cut into chunks of whole rows (at most
+//! [`CHUNK_BYTES`] of output each); rayon quantizes a chunk's rows in parallel while a writer
+//! thread writes the previous chunk, and a channel of depth one bounds memory to about three
+//! chunks whatever the model size. The output goes to a temporary file beside the destination and
+//! is renamed into place only when complete, so an error, a full disk or Ctrl-C never leaves a
+//! partial file at the output path.
+
+use crate::Error;
+use crate::plan::{Plan, PlannedTensor};
+use crate::recipe::Recipe;
+use lowbit_arch::Architecture;
+use lowbit_checkpoint::Checkpoint;
+use lowbit_gguf::{Layout, Value, type_id};
+use rayon::prelude::*;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+
+/// Output bytes per chunk: large enough to keep writes efficient, small enough to bound memory.
+pub const CHUNK_BYTES: u64 = 32 << 20;
+
+/// Target f32 elements per parallel task.
+const TASK_ELEMS: u64 = 1 << 16;
+
+/// How to run.
+pub struct Options<'a> {
+    /// Worker threads (0: one per core).
+    pub threads: usize,
+    /// Write NaN or infinite weights instead of refusing them.
+    pub allow_non_finite: bool,
+    /// Set to stop early (Ctrl-C); the output file is then not created.
+    pub cancel: Option<&'a AtomicBool>,
+    /// Called with (elements done, elements total) as chunks finish.
+    pub progress: Option<&'a (dyn Fn(u64, u64) + Sync)>,
+    /// Recorded in `lowbit.source`: the input's file name.
+    pub source_name: String,
+}
+
+/// What was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// Tensors written.
+    pub tensors: usize,
+    /// File size.
+    pub bytes: u64,
+}
+
+/// The GGUF metadata lowbit writes.
+#[must_use]
+pub fn metadata(plan: &Plan, recipe: &Recipe, source_name: &str) -> Vec<(String, Value)> {
+    let s = |v: &str| Value::String(v.to_owned());
+    let mut kvs = Vec::new();
+    if plan.detection.architecture == Architecture::Flux {
+        kvs.push(("general.architecture".to_owned(), s("flux")));
+    }
+    kvs.push(("general.quantization_version".to_owned(), Value::U32(2)));
+    kvs.push(("general.file_type".to_owned(), Value::U32(recipe.target.file_type())));
+    kvs.push(("lowbit.version".to_owned(), s(env!("CARGO_PKG_VERSION"))));
+    kvs.push(("lowbit.source".to_owned(), s(source_name)));
+    kvs.push(("lowbit.recipe".to_owned(), s(&recipe.to_toml())));
+    let naming = match plan.naming {
+        crate::OutputNaming::Bfl => "bfl",
+        crate::OutputNaming::Diffusers => "diffusers",
+    };
+    kvs.push(("lowbit.naming".to_owned(), s(naming)));
+    kvs.push((
+        "lowbit.tensor_types".to_owned(),
+        Value::Array {
+            element_type: type_id::STRING,
+            items: plan
+                .tensors
+                .iter()
+                .map(|t| Value::String(format!("{}={} ({})", t.name, t.ty.name(), t.reason)))
+                .collect(),
+        },
+    ));
+    kvs
+}
+
+/// The planned file layout.
+///
+/// # Errors
+/// A tensor whose type does not fit its rows (the planner prevents this).
+pub fn layout(plan: &Plan, kvs: &[(String, Value)]) -> Result<Layout, Error> {
+    Layout::new(
+        kvs,
+        plan.tensors.iter().map(|t| (t.name.clone(), t.ggml_dims(), t.ty)),
+        lowbit_gguf::DEFAULT_ALIGNMENT,
+    )
+    .map_err(|e| Error::Plan { tensor: String::new(), reason: e.to_string() })
+}
+
+/// A piece of one output tensor: rows `rows` of `plan.tensors[tensor]`.
+struct Chunk {
+    tensor: usize,
+    rows: std::ops::Range<u64>,
+}
+
+fn chunks(plan: &Plan) -> Vec<Chunk> {
+    let mut out = Vec::new();
+    for (i, t) in plan.tensors.iter().enumerate() {
+        let row_bytes = t.ty.row_bytes(t.row_len()).unwrap_or(1).max(1);
+        let per_chunk = (CHUNK_BYTES / row_bytes).max(1);
+        let mut r = 0;
+        loop {
+            let end = (r + per_chunk).min(t.n_rows());
+            out.push(Chunk { tensor: i, rows: r..end });
+            r = end;
+            if r >= t.n_rows() {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Reads logical elements `elems` of planned tensor `t` (its parts concatenated) into `out`.
+fn gather(
+    ckpt: &Checkpoint,
+    t: &PlannedTensor,
+    elems: std::ops::Range<u64>,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    let mut at = 0u64; // logical element where the current part starts
+    let mut filled = 0usize;
+    for p in &t.parts {
+        let src = ckpt.tensor(&p.tensor).ok_or_else(|| Error::Plan {
+            tensor: t.name.clone(),
+            reason: format!("input tensor `{}` vanished", p.tensor),
+        })?;
+        let inner = src.params / src.shape.first().copied().unwrap_or(1).max(1);
+        let len = (p.dim0.end - p.dim0.start) * inner;
+        let (a, b) = (elems.start.max(at), elems.end.min(at + len));
+        if a < b {
+            let src_start = p.dim0.start * inner + (a - at);
+            #[expect(clippy::cast_possible_truncation, reason = "bounded by the task size")]
+            let n = (b - a) as usize;
+            ckpt.read_f32(src, src_start..src_start + (b - a), &mut out[filled..filled + n])?;
+            filled += n;
+        }
+        at += len;
+        if at >= elems.end {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Quantizes rows `rows` of `t` into `out` (exactly their bytes), in parallel.
+fn quantize_chunk(
+    ckpt: &Checkpoint,
+    t: &PlannedTensor,
+    rows: std::ops::Range<u64>,
+    out: &mut [u8],
+    allow_non_finite: bool,
+) -> Result<(), Error> {
+    let row_len = t.row_len();
+    let row_bytes = t.ty.row_bytes(row_len).unwrap_or(0);
+    let rows_per_task = (TASK_ELEMS / row_len.max(1)).max(1);
+    #[expect(clippy::cast_possible_truncation, reason = "a task is small")]
+    let task_bytes = (rows_per_task * row_bytes) as usize;
+    out.par_chunks_mut(task_bytes.max(1)).enumerate().try_for_each_init(
+        Vec::new,
+        |buf, (k, dst)| {
+            let first = rows.start + k as u64 * rows_per_task;
+            let n_rows = dst.len() as u64 / row_bytes.max(1);
+            #[expect(clippy::cast_possible_truncation, reason = "a task is small")]
+            buf.resize((n_rows * row_len) as usize, 0.0);
+            let e0 = first * row_len;
+            gather(ckpt, t, e0..e0 + n_rows * row_len, buf)?;
+            if !allow_non_finite && let Some(i) = buf.iter().position(|v| !v.is_finite()) {
+                let flat = e0 + i as u64;
+                let index: Vec<u64> = unravel(flat, &t.shape);
+                return Err(Error::NonFinite { tensor: t.name.clone(), index, value: buf[i] });
+            }
+            lowbit_quant::quantize(t.ty, buf, dst)
+                .map_err(|e| Error::Plan { tensor: t.name.clone(), reason: e.to_string() })
+        },
+    )
+}
+
+fn unravel(mut flat: u64, shape: &[u64]) -> Vec<u64> {
+    let mut idx = vec![0; shape.len()];
+    for (i, &d) in shape.iter().enumerate().rev() {
+        idx[i] = flat % d.max(1);
+        flat /= d.max(1);
+    }
+    idx
+}
+
+/// Writes `plan` from `ckpt` as a GGUF file at `out`.
+///
+/// # Errors
+/// Non-finite weights (unless allowed), read or write failures (the message names the file),
+/// cancellation. On any error no file exists at `out`.
+pub fn write_gguf(
+    ckpt: &Checkpoint,
+    plan: &Plan,
+    recipe: &Recipe,
+    out: &Path,
+    opts: &Options<'_>,
+) -> Result<Written, Error> {
+    refuse_overwriting_input(ckpt, out)?;
+    let kvs = metadata(plan, recipe, &opts.source_name);
+    let layout = layout(plan, &kvs)?;
+    let io = |e: std::io::Error| Error::Io { path: out.to_owned(), source: e };
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let file_name =
+        out.file_name().map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".partial")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(&dir)
+        .map_err(io)?;
+
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.threads).build().map_err(|e| {
+        Error::Plan { tensor: String::new(), reason: format!("cannot start threads: {e}") }
+    })?;
+    let chunks = chunks(plan);
+    let total: u64 = plan.tensors.iter().map(PlannedTensor::numel).sum();
+    let done = AtomicU64::new(0);
+    let cancelled = || opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed));
+
+    let file = tmp.as_file_mut();
+    let result: Result<(), Error> = std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::sync_channel::<(Vec<u8>, u64)>(1);
+        let writer = scope.spawn(move || -> Result<(), std::io::Error> {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+            w.write_all(&layout.header)?;
+            let mut written = 0u64;
+            for (bytes, pad_to) in rx {
+                w.write_all(&bytes)?;
+                written += bytes.len() as u64;
+                if pad_to > written {
+                    #[expect(
+                        clippy::cast_possible_truncation,
+                        reason = "padding is below the alignment"
+                    )]
+                    w.write_all(&vec![0u8; (pad_to - written) as usize])?;
+                    written = pad_to;
+                }
+            }
+            w.flush()?;
+            Ok(())
+        });
+        let produce = || -> Result<(), Error> {
+            for c in &chunks {
+                if cancelled() {
+                    return Err(Error::Cancelled);
+                }
+                let t = &plan.tensors[c.tensor];
+                let info = &layout.tensors[c.tensor];
+                let row_bytes = t.ty.row_bytes(t.row_len()).unwrap_or(0);
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    reason = "a chunk is at most CHUNK_BYTES"
+                )]
+                let mut bytes = vec![0u8; ((c.rows.end - c.rows.start) * row_bytes) as usize];
+                pool.install(|| {
+                    quantize_chunk(ckpt, t, c.rows.clone(), &mut bytes, opts.allow_non_finite)
+                })?;
+                // After a tensor's last chunk, pad to where the next tensor (or the end) starts.
+                let last = c.rows.end >= t.n_rows();
+                let pad_to = if last {
+                    layout.tensors.get(c.tensor + 1).map_or(layout.data_len, |next| next.offset)
+                } else {
+                    info.offset + c.rows.end * row_bytes
+                };
+                if tx.send((bytes, pad_to)).is_err() {
+                    // The writer stopped: its error is reported below.
+                    return Ok(());
+                }
+                let n =
+                    done.fetch_add((c.rows.end - c.rows.start) * t.row_len(), Ordering::Relaxed);
+                if let Some(p) = opts.progress {
+                    p(n + (c.rows.end - c.rows.start) * t.row_len(), total);
+                }
+            }
+            Ok(())
+        };
+        let produced = produce();
+        drop(tx);
+        let wrote =
+            writer.join().unwrap_or_else(|_| Err(std::io::Error::other("writer thread panicked")));
+        produced?;
+        wrote.map_err(io)
+    });
+    result?;
+    tmp.as_file().sync_all().map_err(io)?;
+    let bytes = tmp.as_file().metadata().map_err(io)?.len();
+    tmp.persist(out).map_err(|e| io(e.error))?;
+    Ok(Written { tensors: plan.tensors.len(), bytes })
+}
+
+/// Refuses an output path that is one of the input files: renaming over it would replace it.
+fn refuse_overwriting_input(ckpt: &Checkpoint, out: &Path) -> Result<(), Error> {
+    let Ok(out_canon) = out.canonicalize() else {
+        return Ok(()); // does not exist yet, so it is not an input
+    };
+    for f in ckpt.files() {
+        if f.canonicalize().is_ok_and(|c| c == out_canon) {
+            return Err(Error::Io {
+                path: out.to_owned(),
+                source: std::io::Error::other(
+                    "output path is an input file; lowbit never overwrites its input",
+                ),
+            });
+        }
+    }
+    Ok(())
+}

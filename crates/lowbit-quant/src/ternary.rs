@@ -1,0 +1,220 @@
+//! The ternary types TQ1_0 and TQ2_0: 256 elements in {−1, 0, +1} times one f16 scale.
+//!
+//! Both quantizers take `d = max |x|` and `trit = lroundf(x / d) + 1`, as ggml's
+//! `quantize_row_tq1_0_ref` / `quantize_row_tq2_0_ref` do; they are lossless only for weights
+//! that are already ternary (BitNet b1.58 style), which is what they are for.
+
+use crate::QuantBlock;
+use crate::f16::{fp16_to_fp32, fp32_to_fp16};
+use lowbit_dtype::GgmlType;
+
+const QK_K: usize = 256;
+
+/// TQ1_0 (1.6875 bits per weight): five trits per byte in base 3, first trit most significant,
+/// each byte stored as `ceil(v · 256 / 243)`.
+/// `qs[0..32]` hold elements `m + 32n` (n = 0..5), `qs[32..48]` hold `160 + m + 16n`, and `qh`
+/// holds four trits per byte (elements `240 + j + 4m`), shifted up one trit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockTQ1_0 {
+    /// Five trits per byte.
+    pub qs: [u8; 48],
+    /// Four trits per byte.
+    pub qh: [u8; 4],
+    /// Scale, f16.
+    pub d: [u8; 2],
+}
+
+/// TQ2_0 (2.0625 bits per weight): in each 128-element half, byte `m` holds elements
+/// `m, m + 32, m + 64, m + 96` at bits 0, 2, 4, 6; codes 0, 1, 2 mean −1, 0, +1.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockTQ2_0 {
+    /// Four 2-bit codes per byte.
+    pub qs: [u8; 64],
+    /// Scale, f16.
+    pub d: [u8; 2],
+}
+
+const _: () = assert!(size_of::<BlockTQ1_0>() == 54);
+const _: () = assert!(size_of::<BlockTQ2_0>() == 66);
+
+impl Default for BlockTQ1_0 {
+    fn default() -> Self {
+        bytemuck::Zeroable::zeroed()
+    }
+}
+
+impl Default for BlockTQ2_0 {
+    fn default() -> Self {
+        bytemuck::Zeroable::zeroed()
+    }
+}
+
+/// `max |x|` with ggml's `MAX(a, b) = a > b ? a : b`.
+fn absmax(x: &[f32]) -> f32 {
+    x.iter().fold(0.0f32, |a, &v| if a > v.abs() { a } else { v.abs() })
+}
+
+/// `int xi = lroundf(v·id) + 1`: the trit code 0, 1 or 2 for in-range values; for the undefined
+/// cases (1/d overflowed) the x86-64 result, truncated to the `uint8_t` arithmetic that follows.
+#[inline]
+fn trit(v: f32, id: f32) -> u8 {
+    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "C truncates")]
+    let t = ((crate::cconv::lroundf(v * id) as i32).wrapping_add(1)) as u8;
+    t
+}
+
+/// Packs up to five trits (most significant first) into one byte, rounding `v · 256 / 243` up.
+#[inline]
+fn pack5(q: u8) -> u8 {
+    #[expect(clippy::cast_possible_truncation, reason = "at most 255")]
+    let b = ((u16::from(q) * 256 + 242) / 243) as u8;
+    b
+}
+
+impl QuantBlock for BlockTQ1_0 {
+    const TYPE: GgmlType = GgmlType::TQ1_0;
+    const QK: usize = QK_K;
+
+    fn quantize_ref(x: &[f32], y: &mut [Self]) {
+        for (x, y) in x.chunks_exact(QK_K).zip(y) {
+            let d = absmax(x);
+            let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+            y.d = fp32_to_fp16(d).to_le_bytes();
+            for m in 0..32 {
+                let mut q = 0u8;
+                for n in 0..5 {
+                    q = q.wrapping_mul(3).wrapping_add(trit(x[m + n * 32], id));
+                }
+                y.qs[m] = pack5(q);
+            }
+            let x = &x[160..];
+            for m in 0..16 {
+                let mut q = 0u8;
+                for n in 0..5 {
+                    q = q.wrapping_mul(3).wrapping_add(trit(x[m + n * 16], id));
+                }
+                y.qs[32 + m] = pack5(q);
+            }
+            let x = &x[80..];
+            for j in 0..4 {
+                let mut q = 0u8;
+                for m in 0..4 {
+                    q = q.wrapping_mul(3).wrapping_add(trit(x[j + m * 4], id));
+                }
+                y.qh[j] = pack5(q.wrapping_mul(3));
+            }
+        }
+    }
+
+    fn dequantize(y: &[Self], x: &mut [f32]) {
+        const POW3: [u8; 6] = [1, 3, 9, 27, 81, 243];
+        let decode = |byte: u8, n: usize, d: f32| {
+            let q = byte.wrapping_mul(POW3[n]);
+            let t = (u16::from(q) * 3) >> 8;
+            (f32::from(t) - 1.0) * d
+        };
+        for (y, x) in y.iter().zip(x.chunks_exact_mut(QK_K)) {
+            let d = fp16_to_fp32(u16::from_le_bytes(y.d));
+            let mut out = x.iter_mut();
+            for n in 0..5 {
+                for m in 0..32 {
+                    *out.next().expect("256 outputs") = decode(y.qs[m], n, d);
+                }
+            }
+            for n in 0..5 {
+                for m in 0..16 {
+                    *out.next().expect("256 outputs") = decode(y.qs[32 + m], n, d);
+                }
+            }
+            for n in 0..4 {
+                for j in 0..4 {
+                    *out.next().expect("256 outputs") = decode(y.qh[j], n, d);
+                }
+            }
+        }
+    }
+}
+
+impl QuantBlock for BlockTQ2_0 {
+    const TYPE: GgmlType = GgmlType::TQ2_0;
+    const QK: usize = QK_K;
+
+    fn quantize_ref(x: &[f32], y: &mut [Self]) {
+        for (x, y) in x.chunks_exact(QK_K).zip(y) {
+            let d = absmax(x);
+            let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+            y.d = fp32_to_fp16(d).to_le_bytes();
+            for (half, x) in x.chunks_exact(128).enumerate() {
+                for m in 0..32 {
+                    let mut q = 0u8;
+                    for n in 0..4 {
+                        q = q.wrapping_add((trit(x[m + n * 32], id) & 3) << (2 * n));
+                    }
+                    y.qs[half * 32 + m] = q;
+                }
+            }
+        }
+    }
+
+    fn dequantize(y: &[Self], x: &mut [f32]) {
+        for (y, x) in y.iter().zip(x.chunks_exact_mut(QK_K)) {
+            let d = fp16_to_fp32(u16::from_le_bytes(y.d));
+            for (half, x) in x.chunks_exact_mut(128).enumerate() {
+                for l in 0..4 {
+                    for m in 0..32 {
+                        let q = (y.qs[half * 32 + m] >> (2 * l)) & 3;
+                        x[l * 32 + m] = (f32::from(q) - 1.0) * d;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BlockTQ1_0, BlockTQ2_0, QK_K};
+    use crate::QuantBlock;
+
+    /// Already-ternary weights (values in {−s, 0, s}) survive both types exactly when s is an f16.
+    #[test]
+    fn ternary_weights_are_lossless() {
+        let s = 0.375f32;
+        let x: Vec<f32> =
+            (0..QK_K * 3).map(|i| [s, 0.0, -s, 0.0, s][(i * 7 + i / 5) % 5]).collect();
+        let mut y1 = vec![BlockTQ1_0::default(); 3];
+        BlockTQ1_0::quantize_ref(&x, &mut y1);
+        let mut back = vec![0.0; x.len()];
+        BlockTQ1_0::dequantize(&y1, &mut back);
+        assert_eq!(back, x);
+        let mut y2 = vec![BlockTQ2_0::default(); 3];
+        BlockTQ2_0::quantize_ref(&x, &mut y2);
+        BlockTQ2_0::dequantize(&y2, &mut back);
+        assert_eq!(back, x);
+    }
+
+    #[test]
+    fn tq2_0_layout_by_hand() {
+        let mut x = [0.0f32; QK_K];
+        x[0] = 1.0; // code 2 at bits 0–1 of byte 0
+        x[32] = -1.0; // code 0 at bits 2–3 of byte 0
+        x[128 + 96 + 5] = 1.0; // second half, bits 6–7 of byte 32 + 5
+        let mut y = [BlockTQ2_0::default()];
+        BlockTQ2_0::quantize_ref(&x, &mut y);
+        assert_eq!(y[0].qs[0], 2 | (0 << 2) | (1 << 4) | (1 << 6));
+        assert_eq!(y[0].qs[37] >> 6, 2);
+    }
+
+    #[test]
+    fn tq1_0_packs_base_3_rounding_up() {
+        // All-zero trits (code 1 each): 11111 in base 3 = 121, ceil(121·256/243) = 128.
+        let x = [0.0f32; QK_K];
+        let mut y = [BlockTQ1_0::default()];
+        BlockTQ1_0::quantize_ref(&x, &mut y);
+        assert!(y[0].qs.iter().all(|&b| b == 128));
+        // qh: four trits 1111 = 40, shifted one trit: 120, ceil(120·256/243) = 127.
+        assert!(y[0].qh.iter().all(|&b| b == 127));
+    }
+}

@@ -1,0 +1,377 @@
+//! `lowbit convert` end to end: every type and mix, FLUX naming both ways, determinism, the
+//! `gguf` package reading every output, and every way a conversion can fail.
+
+use crate::support::{inspect_json, lowbit, root, run_python};
+use lowbit_checkpoint::{Checkpoint, StorageType};
+use lowbit_fixtures::flux::{FluxConfig, GenTensor, generate_bfl, to_diffusers};
+use lowbit_fixtures::write::safetensors_bytes;
+use lowbit_fixtures::{FLUX_TINY_BFL, SEED};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const TARGETS: [&str; 18] = [
+    "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k",
+    "q6_k", "tq1_0", "tq2_0", "q3_k_m", "q4_k_m", "q5_k_m",
+];
+
+fn fixture() -> PathBuf {
+    root().join("fixtures").join(FLUX_TINY_BFL)
+}
+
+fn convert(input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["convert", input.to_str().unwrap(), "-o", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    lowbit(&args)
+}
+
+fn convert_ok(input: &Path, out: &Path, extra: &[&str]) {
+    let o = convert(input, out, extra);
+    assert!(o.status.success(), "convert {extra:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Tensor name → (type, raw bytes) of a GGUF file.
+fn tensors(path: &Path) -> BTreeMap<String, (String, Vec<u8>)> {
+    let ckpt = Checkpoint::open(path).unwrap();
+    ckpt.tensors()
+        .iter()
+        .map(|t| (t.name.clone(), (t.ty.name().to_owned(), ckpt.raw(t).to_vec())))
+        .collect()
+}
+
+/// SHA-256 of our dequantization of every tensor, as `gguf_digest.py` computes from the package's.
+fn our_digests(path: &Path) -> BTreeMap<String, String> {
+    let ckpt = Checkpoint::open(path).unwrap();
+    ckpt.tensors()
+        .iter()
+        .map(|t| {
+            let mut values = vec![0f32; usize::try_from(t.params).unwrap()];
+            ckpt.read_f32(t, 0..t.params, &mut values).unwrap();
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (t.name.clone(), format!("{:x}", Sha256::digest(&bytes)))
+        })
+        .collect()
+}
+
+fn dir_entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every target converts the fixture; the `gguf` package opens each output and its dequantized
+/// values equal ours bit for bit; types follow the documented rules.
+#[test]
+fn every_type_and_mix_round_trips_through_the_gguf_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outs = Vec::new();
+    for target in TARGETS {
+        let out = dir.path().join(format!("flux-tiny-{target}.gguf"));
+        convert_ok(&fixture(), &out, &["--to", &format!("gguf:{target}")]);
+        outs.push(out);
+    }
+    let paths: Vec<&Path> = outs.iter().map(PathBuf::as_path).collect();
+    let reference: Value = serde_json::from_str(&run_python("gguf_digest.py", &paths)).unwrap();
+    for (target, out) in TARGETS.iter().zip(&outs) {
+        let theirs = &reference[out.to_str().unwrap()];
+        let ours = our_digests(out);
+        assert_eq!(theirs["tensors"].as_object().unwrap().len(), ours.len(), "{target}");
+        for (name, digest) in &ours {
+            assert_eq!(
+                theirs["tensors"][name]["sha256"],
+                digest.as_str(),
+                "{target}: {name}: dequantized values differ"
+            );
+        }
+        assert_eq!(theirs["kv"]["general.architecture"], "flux");
+        let report = inspect_json(out);
+        let ty = |name: &str| {
+            report["tensors"].as_array().unwrap().iter().find(|t| t["name"] == name).unwrap()["type"].as_str().unwrap().to_owned()
+        };
+        let base = match *target {
+            "q3_k_m" => "Q3_K".to_owned(),
+            "q4_k_m" => "Q4_K".to_owned(),
+            "q5_k_m" => "Q5_K".to_owned(),
+            t => t.to_uppercase(),
+        };
+        assert_eq!(ty("single_blocks.0.linear1.weight"), base, "{target}");
+        assert_eq!(ty("double_blocks.0.img_mlp.0.weight"), base, "{target}");
+        let qkv = match *target {
+            "q3_k_m" => "Q4_K".to_owned(),
+            "q4_k_m" => "Q5_K".to_owned(),
+            "q5_k_m" => "Q6_K".to_owned(),
+            _ => base.clone(),
+        };
+        assert_eq!(ty("double_blocks.0.img_attn.qkv.weight"), qkv, "{target}: mix bumps fused qkv");
+        assert_eq!(ty("img_in.weight"), "BF16", "{target}: embedders keep source precision");
+        assert_eq!(ty("final_layer.linear.weight"), "BF16");
+        assert_eq!(ty("double_blocks.0.img_attn.qkv.bias"), "F32", "1-D tensors are F32");
+        assert_eq!(ty("double_blocks.0.img_attn.norm.query_norm.scale"), "F32");
+    }
+}
+
+/// A diffusers-named checkpoint converts to exactly the file its BFL twin converts to.
+#[test]
+fn diffusers_input_gives_the_bfl_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bfl = generate_bfl(&FluxConfig::TINY, SEED);
+    let diffusers = dir.path().join("flux-tiny-diffusers.safetensors");
+    std::fs::write(&diffusers, safetensors_bytes(&to_diffusers(&bfl, FluxConfig::TINY.hidden)))
+        .unwrap();
+    for target in ["q4_k_m", "bf16", "q8_0"] {
+        let a = dir.path().join(format!("a-{target}.gguf"));
+        let b = dir.path().join(format!("b-{target}.gguf"));
+        convert_ok(&fixture(), &a, &["--to", &format!("gguf:{target}")]);
+        convert_ok(&diffusers, &b, &["--to", &format!("gguf:{target}")]);
+        assert_eq!(tensors(&a), tensors(&b), "{target}: same names, types and bytes");
+    }
+}
+
+fn gen_values(t: &GenTensor) -> Vec<f32> {
+    t.data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+}
+
+/// `--names diffusers` splits BFL tensors back exactly (BF16 target: lossless).
+#[test]
+fn names_diffusers_splits_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("diffusers-bf16.gguf");
+    convert_ok(&fixture(), &out, &["--to", "gguf:bf16", "--names", "diffusers"]);
+    let ckpt = Checkpoint::open(&out).unwrap();
+    let want = to_diffusers(&generate_bfl(&FluxConfig::TINY, SEED), FluxConfig::TINY.hidden);
+    assert_eq!(ckpt.tensors().len(), want.len());
+    for w in &want {
+        let t = ckpt.tensor(&w.name).unwrap_or_else(|| panic!("missing {}", w.name));
+        assert_eq!(t.shape, w.shape, "{}", w.name);
+        let mut got = vec![0f32; usize::try_from(t.params).unwrap()];
+        ckpt.read_f32(t, 0..t.params, &mut got).unwrap();
+        assert_eq!(got, gen_values(w), "{}", w.name);
+    }
+    let r = inspect_json(&out);
+    assert_eq!(r["naming"], "diffusers");
+    assert_eq!(r["metadata"]["lowbit.naming"], "\"diffusers\"");
+
+    // The mix gives q, k and v the type the fused qkv would get.
+    let out = dir.path().join("diffusers-q4_k_m.gguf");
+    convert_ok(&fixture(), &out, &["--to", "gguf:q4_k_m", "--names", "diffusers"]);
+    let ckpt = Checkpoint::open(&out).unwrap();
+    for n in ["to_q", "to_k", "to_v", "add_q_proj"] {
+        let t = ckpt.tensor(&format!("transformer_blocks.0.attn.{n}.weight")).unwrap();
+        assert_eq!(t.ty, StorageType::Ggml(lowbit_dtype::GgmlType::Q5_K), "{n}");
+    }
+}
+
+/// Same input and options, same bytes, whatever the thread count.
+#[test]
+fn output_is_deterministic_across_thread_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (i, threads) in ["1", "2", "3", "2"].iter().enumerate() {
+        let out = dir.path().join(format!("t{i}.gguf"));
+        convert_ok(&fixture(), &out, &["--to", "gguf:q4_k_m", "--threads", threads]);
+        files.push(std::fs::read(&out).unwrap());
+    }
+    assert!(files.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[test]
+fn rules_recipes_fallbacks_and_dry_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("recipe.toml");
+    std::fs::write(
+        &recipe,
+        "to = \"gguf:q8_0\"\n\n[[rules]]\nmatch = 'single_blocks\\..*\\.weight'\ntype = \"q6_k\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("mixed.gguf");
+    let o = convert(
+        &fixture(),
+        &out,
+        &[
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--tensor-type",
+            r"txt_in\.weight=q4_k",
+            "--dry-run",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let plan = String::from_utf8(o.stdout).unwrap();
+    assert!(!out.exists(), "--dry-run writes nothing");
+    let line = |name: &str| {
+        plan.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap().to_owned()
+    };
+    assert!(
+        line("txt_in.weight").contains("Q5_0") && line("txt_in.weight").contains("fallback"),
+        "{plan}"
+    );
+    assert!(line("single_blocks.0.linear1.weight").contains("Q6_K"));
+    assert!(line("double_blocks.0.img_mlp.0.weight").contains("Q8_0"));
+    assert!(plan.contains("target gguf:q8_0"));
+
+    convert_ok(
+        &fixture(),
+        &out,
+        &["--recipe", recipe.to_str().unwrap(), "--tensor-type", r"txt_in\.weight=q4_k"],
+    );
+    let r = inspect_json(&out);
+    let ty = |name: &str| {
+        r["tensors"].as_array().unwrap().iter().find(|t| t["name"] == name).unwrap()["type"].clone()
+    };
+    assert_eq!(ty("txt_in.weight"), "Q5_0");
+    assert_eq!(ty("single_blocks.0.linear2.weight"), "Q6_K");
+    let stored = r["metadata"]["lowbit.recipe"].as_str().unwrap();
+    assert!(
+        stored.contains("q8_0") && stored.contains("q6_k") && stored.contains("q4_k"),
+        "{stored}"
+    );
+}
+
+/// A GGUF with F32 weights re-quantizes to exactly what the safetensors original gives.
+#[test]
+fn gguf_input_requantizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let f32_file = dir.path().join("f32.gguf");
+    convert_ok(&fixture(), &f32_file, &["--to", "gguf:f32"]);
+    let direct = dir.path().join("direct.gguf");
+    let via = dir.path().join("via.gguf");
+    convert_ok(&fixture(), &direct, &["--to", "gguf:q5_k"]);
+    convert_ok(&f32_file, &via, &["--to", "gguf:q5_k"]);
+    let (a, b) = (tensors(&direct), tensors(&via));
+    for (name, (ty, bytes)) in &a {
+        if ty == "Q5_K" {
+            assert_eq!(&b[name], &(ty.clone(), bytes.clone()), "{name}");
+        }
+    }
+    // Already-quantized weights are refused rather than quantized twice.
+    let o = convert(&direct, &dir.path().join("twice.gguf"), &["--to", "gguf:q4_0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("stored as Q5_K"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn with_nan(dir: &Path) -> PathBuf {
+    let mut t = generate_bfl(&FluxConfig::TINY, SEED);
+    let w = t.iter_mut().find(|t| t.name == "double_blocks.0.img_mlp.2.weight").unwrap();
+    // Row 3, column 5 of a 256×512 matrix.
+    let i = 3 * 512 + 5;
+    w.data[2 * i..2 * i + 2].copy_from_slice(&half::bf16::NAN.to_le_bytes());
+    let path = dir.join("nan.safetensors");
+    std::fs::write(&path, safetensors_bytes(&t)).unwrap();
+    path
+}
+
+#[test]
+fn non_finite_weights_are_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = with_nan(dir.path());
+    let out = dir.path().join("out.gguf");
+    let o = convert(&input, &out, &["--to", "gguf:q8_0"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("double_blocks.0.img_mlp.2.weight")
+            && err.contains("[3, 5]")
+            && err.contains("nan.safetensors"),
+        "{err}"
+    );
+    assert_eq!(dir_entries(dir.path()), ["nan.safetensors"], "no output, no temporary file");
+    convert_ok(&input, &out, &["--to", "gguf:q8_0", "--allow-non-finite"]);
+    assert!(out.exists());
+}
+
+#[test]
+fn bad_targets_paths_and_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.gguf");
+    let err = |o: std::process::Output| {
+        assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let e = err(convert(&fixture(), &out, &["--to", "gguf:q4_2"]));
+    assert!(e.contains("unknown target type `q4_2`") && e.contains("q4_k_m"), "{e}");
+    let e = err(convert(&fixture(), &out, &["--to", "gguf:q8_0", "--tensor-type", "(=q8_0"]));
+    assert!(e.contains("bad regex"), "{e}");
+    let e = err(convert(&fixture(), &out, &[]));
+    assert!(e.contains("no target"), "{e}");
+    let e = err(convert(&dir.path().join("missing.safetensors"), &out, &["--to", "gguf:q8_0"]));
+    assert!(e.contains("missing.safetensors"), "{e}");
+    let e = err(convert(
+        &root().join("fixtures/bad/truncated.safetensors"),
+        &out,
+        &["--to", "gguf:q8_0"],
+    ));
+    assert!(e.contains("truncated.safetensors") && e.contains("img_in.bias"), "{e}");
+    let e =
+        err(convert(&fixture(), &dir.path().join("no/such/dir/out.gguf"), &["--to", "gguf:q8_0"]));
+    assert!(e.contains("no/such/dir"), "{e}");
+    assert!(dir_entries(dir.path()).is_empty());
+
+    // The output may not be the input.
+    let copy = dir.path().join("copy.safetensors");
+    std::fs::copy(fixture(), &copy).unwrap();
+    let before = std::fs::read(&copy).unwrap();
+    let e = err(convert(&copy, &copy, &["--to", "gguf:q8_0"]));
+    assert!(e.contains("never overwrites its input"), "{e}");
+    assert_eq!(std::fs::read(&copy).unwrap(), before);
+}
+
+/// A write that fails part-way (here: a file-size limit, as a full disk would) leaves nothing.
+#[test]
+fn failed_writes_leave_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.gguf");
+    let script = format!(
+        "ulimit -f 512; trap '' XFSZ; exec '{}' convert '{}' -o '{}' --to gguf:bf16",
+        env!("CARGO_BIN_EXE_lowbit"),
+        fixture().display(),
+        out.display()
+    );
+    let o = std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("out.gguf") && e.contains("too large"), "{e}");
+    assert!(dir_entries(dir.path()).is_empty(), "{:?}", dir_entries(dir.path()));
+}
+
+/// Ctrl-C stops the conversion with exit code 130 and leaves nothing behind.
+#[test]
+fn interrupt_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // A sparse FLUX.1-dev-sized input: 11.9 B zero weights, far more than a second of work.
+    let input = dir.path().join("flux1-dev-sparse.safetensors");
+    let (header, data_len) = lowbit_fixtures::write::bf16_header(&FluxConfig::DEV.tensors());
+    let f = std::fs::File::create(&input).unwrap();
+    std::io::Write::write_all(&mut &f, &header).unwrap();
+    f.set_len(header.len() as u64 + data_len).unwrap();
+    let out = dir.path().join("out.gguf");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_lowbit"))
+        .args([
+            "convert",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--to",
+            "gguf:q4_k",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("interrupted"));
+    assert_eq!(dir_entries(dir.path()), ["flux1-dev-sparse.safetensors"]);
+}
