@@ -153,3 +153,31 @@ fn safetensors_package_agrees() {
         }
     }
 }
+
+/// Why lowbit has its own GGUF reader (ARCHITECTURE.md, "Dependencies"): `gguf-rs` 0.1.8 derives
+/// block sizes from the type id, so it reports a BF16 tensor 256 times too small and a Q8_0 one
+/// right. If this starts failing, gguf-rs has been fixed and the decision deserves a second look.
+#[test]
+fn gguf_rs_misreads_bf16_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bf16.gguf");
+    let o = crate::support::lowbit(&[
+        "convert",
+        root().join("fixtures").join(FLUX_TINY_BFL).to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--to",
+        "gguf:bf16",
+        "--tensor-type",
+        r"double_blocks\.0\.img_mlp\.0\.weight=q8_0",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ours = Checkpoint::open(&out).unwrap();
+    let model = gguf_rs::get_gguf_container(out.to_str().unwrap()).unwrap().decode().unwrap();
+    let size = |name: &str| model.tensors().iter().find(|t| t.name == name).unwrap().size;
+    let bf16 = ours.tensor("double_blocks.0.img_mlp.2.weight").unwrap();
+    assert_eq!(bf16.bytes, 256 * 512 * 2);
+    assert_eq!(size(&bf16.name) * 256, bf16.bytes, "gguf-rs sizes BF16 at 1/256");
+    let q8 = ours.tensor("double_blocks.0.img_mlp.0.weight").unwrap();
+    assert_eq!(size(&q8.name), q8.bytes, "and Q8_0 correctly");
+}

@@ -540,7 +540,8 @@ fn accept_gguf_signed_zero_minimum(ty: GgmlType, case: &Case, ours: &[u8], gguf:
     for b in 0..case.x.len() / qk {
         let (o, g) = (&ours[b * size..][..size], &mut gguf[b * size..][..size]);
         // Bytes 2..4 are the f16 minimum `m`.
-        let only_m_sign = o[..2] == g[..2] && o[4..] == g[4..] && o[2..4] == [0, 0] && g[2..4] == [0, 0x80];
+        let only_m_sign =
+            o[..2] == g[..2] && o[4..] == g[4..] && o[2..4] == [0, 0] && g[2..4] == [0, 0x80];
         let block_min = case.x[b * qk..][..qk].iter().fold(f32::MAX, |m, &v| m.min(v));
         if only_m_sign && block_min == 0.0 {
             g.copy_from_slice(o);

@@ -1,10 +1,12 @@
 //! `cargo xtask ci`: the one test command (README.md and `.ci/run` both call it).
 //!
 //! It creates `target/interop-venv` with the pinned packages of `tests/interop/requirements.txt`
-//! (once; reinstalled when the file changes), builds ggml's reference quantizers into
+//! and `target/torch-venv` with those of `tests/interop/requirements-torch.txt` (torch and
+//! diffusers, about 5 GB, for the diffusers loading test; once each, reinstalled when the file
+//! changes), builds ggml's reference quantizers into
 //! `target/ggml-ref/` (`tests/interop/ggml_ref.py build`: a pinned download and a C compile,
-//! cached), then runs fmt, clippy and every test with `LOWBIT_PYTHON` pointing at that
-//! environment, so the interop tests compare against the reference implementations instead of
+//! cached), then runs fmt, clippy and every test with `LOWBIT_PYTHON` and
+//! `LOWBIT_TORCH_PYTHON` pointing at those environments, so the interop tests compare against the reference implementations instead of
 //! skipping. A missing C compiler or a failed download stops CI at its own step, named as such.
 
 use anyhow::{Context, bail};
@@ -22,9 +24,14 @@ pub(crate) fn sh(cmd: &mut Command) -> anyhow::Result<()> {
 
 /// Creates or refreshes the interop virtual environment and returns its python.
 pub(crate) fn venv(root: &Path) -> anyhow::Result<std::path::PathBuf> {
-    let venv = root.join("target/interop-venv");
+    venv_from(root, "interop-venv", "requirements.txt")
+}
+
+/// Creates or refreshes `target/<name>` from `tests/interop/<requirements>`; returns its python.
+fn venv_from(root: &Path, name: &str, requirements: &str) -> anyhow::Result<std::path::PathBuf> {
+    let venv = root.join("target").join(name);
     let python = venv.join("bin/python");
-    let reqs = root.join("tests/interop/requirements.txt");
+    let reqs = root.join("tests/interop").join(requirements);
     let wanted =
         std::fs::read_to_string(&reqs).with_context(|| format!("reading {}", reqs.display()))?;
     let stamp = venv.join("lowbit-requirements.txt");
@@ -52,6 +59,7 @@ pub(crate) fn ggml_ref(root: &Path, python: &Path) -> anyhow::Result<()> {
 pub(crate) fn run() -> anyhow::Result<()> {
     let root = crate::workspace_root();
     let python = venv(&root)?;
+    let torch_python = venv_from(&root, "torch-venv", "requirements-torch.txt")?;
     ggml_ref(&root, &python)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     sh(Command::new(&cargo).current_dir(&root).args(["fmt", "--all", "--", "--check"]))?;
@@ -67,7 +75,8 @@ pub(crate) fn run() -> anyhow::Result<()> {
     sh(Command::new(&cargo)
         .current_dir(&root)
         .args(["test", "--workspace", "--locked"])
-        .env("LOWBIT_PYTHON", &python))?;
+        .env("LOWBIT_PYTHON", &python)
+        .env("LOWBIT_TORCH_PYTHON", &torch_python))?;
     eprintln!("ci: all checks passed");
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! - `ci`: what CI runs: the pinned Python interop environment, fmt, clippy, the tests.
 //! - `bench-inspect`: time `lowbit inspect` on a sparse FLUX.1-dev-sized checkpoint.
 //! - `bench-quant`: lowbit's quantizers against ggml's C code and the `gguf` package, in Mparam/s.
+//! - `bench-convert`: end-to-end `lowbit convert` of a 1.1 GB FLUX-shaped file against `cp`.
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -11,6 +12,7 @@
 )]
 
 mod bench;
+mod bench_convert;
 mod ci;
 mod fixtures;
 
@@ -32,6 +34,7 @@ fn main() -> anyhow::Result<()> {
         ["ci"] => ci::run(),
         ["bench-inspect"] => bench::inspect(),
         ["bench-quant"] => bench::quant(),
+        ["bench-convert"] => bench_convert::run(),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -39,7 +42,8 @@ fn main() -> anyhow::Result<()> {
                  fixtures [--check]   regenerate fixtures/ (or check it is current)\n  \
                  ci                   set up the interop venv and ggml reference, then fmt, clippy, tests\n  \
                  bench-inspect        time `lowbit inspect` on a sparse 23.8 GB FLUX.1-dev header\n  \
-                 bench-quant          quantizer speed (Mparam/s) vs ggml's C and the gguf package"
+                 bench-quant          quantizer speed (Mparam/s) vs ggml's C and the gguf package\n  \
+                 bench-convert        end-to-end convert of a 1.1 GB FLUX-shaped file vs cp"
             );
             std::process::exit(2);
         }

@@ -50,6 +50,21 @@ impl Checkpoint {
     /// When the range is out of bounds or not block-aligned, `out` has the wrong length, the read
     /// fails, or the storage type cannot be decoded.
     pub fn read_f32(&self, t: &Tensor, elems: Range<u64>, out: &mut [f32]) -> Result<(), Error> {
+        self.read_f32_with(t, elems, out, &mut Vec::new())
+    }
+
+    /// [`Checkpoint::read_f32`] with a caller-owned scratch buffer for the raw bytes, so that a
+    /// loop of reads allocates once.
+    ///
+    /// # Errors
+    /// As [`Checkpoint::read_f32`].
+    pub fn read_f32_with(
+        &self,
+        t: &Tensor,
+        elems: Range<u64>,
+        out: &mut [f32],
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), Error> {
         if elems.start > elems.end || elems.end > t.params {
             let reason =
                 format!("elements {}..{} out of range (0..{})", elems.start, elems.end, t.params);
@@ -75,12 +90,13 @@ impl Checkpoint {
         let start = elems.start / block * type_size;
         let end = elems.end / block * type_size;
         #[expect(clippy::cast_possible_truncation, reason = "a read is as large as `out`")]
-        let mut bytes = vec![0u8; (end - start) as usize];
-        self.read_raw_at(t, start, &mut bytes)?;
+        scratch.resize((end - start) as usize, 0);
+        let bytes = scratch.as_mut_slice();
+        self.read_raw_at(t, start, bytes)?;
         let decoded = match (dense, t.ty) {
-            (Some(d), _) => decode_to_f32(d, &bytes, out).map_err(|e| e.to_string()),
+            (Some(d), _) => decode_to_f32(d, bytes, out).map_err(|e| e.to_string()),
             (None, StorageType::Ggml(g)) => {
-                lowbit_quant::dequantize(g, &bytes, out).map_err(|e| e.to_string())
+                lowbit_quant::dequantize(g, bytes, out).map_err(|e| e.to_string())
             }
             (None, StorageType::Dense(d)) => Err(format!("{d} cannot be decoded")),
         };

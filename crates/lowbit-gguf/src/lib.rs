@@ -6,7 +6,7 @@
 //! in [`lowbit_dtype::GgmlType`], offsets against the data section and each other.
 //!
 //! We do not use `gguf-rs` for reading: it derives block sizes from the type id (so BF16 comes out
-//! 128 times too small), its memory-mapped reader copies the whole file into a `Vec`, and it
+//! 256 times too small), its memory-mapped reader copies the whole file into a `Vec`, and it
 //! accepts any element or tensor count. ARCHITECTURE.md has the details.
 
 mod error;

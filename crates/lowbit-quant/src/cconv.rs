@@ -25,7 +25,11 @@ pub(crate) fn f32_to_i8(f: f32) -> i8 {
 /// `(uint8_t)f` as gcc compiles it: a 32-bit conversion, then the low byte.
 #[inline]
 pub(crate) fn f32_to_u8(f: f32) -> u8 {
-    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "C keeps the low byte")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "C keeps the low byte"
+    )]
     let b = f32_to_i32(f) as u8;
     b
 }

@@ -77,6 +77,24 @@ impl QuantBlock for BlockTQ1_0 {
     const TYPE: GgmlType = GgmlType::TQ1_0;
     const QK: usize = QK_K;
 
+    fn quantize(x: &[f32], y: &mut [Self]) {
+        for (x, y) in x.chunks_exact(QK_K).zip(y) {
+            let Some((d, t)) = fast::trits(x) else {
+                Self::quantize_ref(x, std::slice::from_mut(y));
+                continue;
+            };
+            y.d = fp32_to_fp16(d).to_le_bytes();
+            y.qs[..32].copy_from_slice(&fast::pack_bytes::<32>(&t[..160]));
+            y.qs[32..].copy_from_slice(&fast::pack_bytes::<16>(&t[160..240]));
+            let mut qh = [0u8; 4];
+            for (j, qh) in qh.iter_mut().enumerate() {
+                let v = t[240 + j] * 27 + t[244 + j] * 9 + t[248 + j] * 3 + t[252 + j];
+                *qh = pack5(v * 3);
+            }
+            y.qh = qh;
+        }
+    }
+
     fn quantize_ref(x: &[f32], y: &mut [Self]) {
         for (x, y) in x.chunks_exact(QK_K).zip(y) {
             let d = absmax(x);
@@ -141,6 +159,22 @@ impl QuantBlock for BlockTQ2_0 {
     const TYPE: GgmlType = GgmlType::TQ2_0;
     const QK: usize = QK_K;
 
+    fn quantize(x: &[f32], y: &mut [Self]) {
+        for (x, y) in x.chunks_exact(QK_K).zip(y) {
+            let Some((d, t)) = fast::trits(x) else {
+                Self::quantize_ref(x, std::slice::from_mut(y));
+                continue;
+            };
+            y.d = fp32_to_fp16(d).to_le_bytes();
+            for half in 0..2 {
+                let t = &t[half * 128..];
+                for m in 0..32 {
+                    y.qs[half * 32 + m] = t[m] | (t[m + 32] << 2) | (t[m + 64] << 4) | (t[m + 96] << 6);
+                }
+            }
+        }
+    }
+
     fn quantize_ref(x: &[f32], y: &mut [Self]) {
         for (x, y) in x.chunks_exact(QK_K).zip(y) {
             let d = absmax(x);
@@ -173,6 +207,53 @@ impl QuantBlock for BlockTQ2_0 {
     }
 }
 
+/// Branch-free forms of the reference, equal to it byte for byte.
+mod fast {
+    use super::QK_K;
+
+    /// The block's scale and its trit codes (0, 1, 2), or `None` when the reference must decide
+    /// (a NaN, or a scale whose inverse overflows).
+    pub(super) fn trits(x: &[f32]) -> Option<(f32, [u8; QK_K])> {
+        let mut m = [0.0f32; 8];
+        let mut nan = false;
+        for c in x.chunks_exact(8) {
+            for (m, &v) in m.iter_mut().zip(c) {
+                *m = m.max(v.abs());
+                nan |= v.is_nan();
+            }
+        }
+        let d = m.iter().fold(0.0f32, |a, &b| a.max(b));
+        let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+        if nan || !id.is_finite() {
+            return None;
+        }
+        let mut t = [0u8; QK_K];
+        for (t, &v) in t.iter_mut().zip(x) {
+            // lroundf for |v·id| ≤ 1: truncate, then correct by the exact remainder.
+            let p = v * id;
+            #[expect(clippy::cast_possible_truncation, reason = "|p| ≤ 1")]
+            let r = p as i32;
+            let f = p - r as f32;
+            let q = r + i32::from(f >= 0.5) - i32::from(f <= -0.5) + 1;
+            #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "0..=2")]
+            {
+                *t = q as u8;
+            }
+        }
+        Some((d, t))
+    }
+
+    /// Packs five trits per byte, `t[m + n·N]` for n = 0..5 into byte `m`, first most significant.
+    pub(super) fn pack_bytes<const N: usize>(t: &[u8]) -> [u8; N] {
+        let mut out = [0u8; N];
+        for (m, o) in out.iter_mut().enumerate() {
+            let v = t[m] * 81 + t[m + N] * 27 + t[m + 2 * N] * 9 + t[m + 3 * N] * 3 + t[m + 4 * N];
+            *o = super::pack5(v);
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{BlockTQ1_0, BlockTQ2_0, QK_K};
@@ -193,6 +274,36 @@ mod tests {
         BlockTQ2_0::quantize_ref(&x, &mut y2);
         BlockTQ2_0::dequantize(&y2, &mut back);
         assert_eq!(back, x);
+    }
+
+    #[test]
+    fn fast_paths_equal_the_reference() {
+        let mut s = 3u64;
+        let mut next = move || {
+            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        let specials = [0.0, -0.0, 0.5, -0.5, 1e-40, f32::NAN, f32::INFINITY, 1e30, -1.0];
+        let mut x = Vec::new();
+        for b in 0..300 {
+            for i in 0..QK_K {
+                x.push(match b % 4 {
+                    0 => specials[(i + b) % specials.len()],
+                    1 => (next() * 4.0).round() / 4.0, // ties at ±0.5·d
+                    2 => next() * 1e-39,
+                    _ => next() * 10f32.powi((b % 9) as i32 - 4),
+                });
+            }
+        }
+        let n = x.len() / QK_K;
+        let (mut a, mut b) = (vec![BlockTQ1_0::default(); n], vec![BlockTQ1_0::default(); n]);
+        BlockTQ1_0::quantize_ref(&x, &mut a);
+        BlockTQ1_0::quantize(&x, &mut b);
+        assert!(a == b, "TQ1_0 fast path differs");
+        let (mut a, mut b) = (vec![BlockTQ2_0::default(); n], vec![BlockTQ2_0::default(); n]);
+        BlockTQ2_0::quantize_ref(&x, &mut a);
+        BlockTQ2_0::quantize(&x, &mut b);
+        assert!(a == b, "TQ2_0 fast path differs");
     }
 
     #[test]

@@ -85,6 +85,12 @@ impl<const L: usize> V<L> {
         self.zip(o, |a, b| a / b)
     }
 
+    /// `−self` (flips the sign bit, so `−0.0` and `+0.0` swap as in C).
+    #[inline(always)]
+    pub(super) fn neg(self) -> Self {
+        self.map(|v| -v)
+    }
+
     /// `fabsf`.
     #[inline(always)]
     pub(super) fn abs(self) -> Self {

@@ -184,7 +184,7 @@ fn qkx2_group<const N: usize, const L: usize, const S: usize>(
     }
     let lanes = at..at + L;
     fit.scale[lanes.clone()].copy_from_slice(&flat.select(zero, scale).0);
-    fit.the_min[lanes.clone()].copy_from_slice(&zero.sub(flat.select(flat_min, min)).0);
+    fit.the_min[lanes.clone()].copy_from_slice(&flat.select(flat_min, min).neg().0);
     fit.code_iscale[lanes.clone()].copy_from_slice(&code_iscale.0);
     fit.code_min[lanes.clone()].copy_from_slice(&code_min.0);
     fit.flat[lanes].copy_from_slice(&flat.to_bools());
@@ -398,4 +398,95 @@ fn q3_group<const N: usize, const L: usize, const S: usize>(
         row[lanes.clone()].copy_from_slice(&live.select(l, zero).add(offset).0);
     }
     fit.scale[lanes].copy_from_slice(&live.select(scale, zero).0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::search;
+    use super::super::testutil::corpus;
+    use super::{Qkx2, abs_weights, make_q3_quants, make_qkx2_quants, make_qx_quants, rms_weights};
+
+    /// Every block of the corpus, as super-blocks.
+    fn blocks(seed: u64) -> Vec<f32> {
+        corpus(seed, 600)
+    }
+
+    fn same(a: f32, b: f32) -> bool {
+        a.to_bits() == b.to_bits()
+    }
+
+    #[test]
+    fn qkx2_lanes_equal_scalar_search() {
+        let x = blocks(11);
+        for (p, n) in [(Qkx2::Q2_K, 16), (Qkx2::Q4_K, 32), (Qkx2::Q5_K, 32)] {
+            for b in x.chunks_exact(256) {
+                let (scales, mins, codes): (Vec<f32>, Vec<f32>, Vec<Vec<u8>>) = if n == 16 {
+                    let fit = make_qkx2_quants::<16, 16, 8>(p, b, abs_weights);
+                    let codes = (0..16)
+                        .map(|s| {
+                            let mut c = vec![0; 16];
+                            fit.codes(p, s, &b[16 * s..16 * s + 16], &mut c);
+                            c
+                        })
+                        .collect();
+                    (fit.scale.to_vec(), fit.the_min.to_vec(), codes)
+                } else {
+                    let fit = make_qkx2_quants::<32, 8, 4>(p, b, rms_weights);
+                    let codes = (0..8)
+                        .map(|s| {
+                            let mut c = vec![0; 32];
+                            fit.codes(p, s, &b[32 * s..32 * s + 32], &mut c);
+                            c
+                        })
+                        .collect();
+                    (fit.scale.to_vec(), fit.the_min.to_vec(), codes)
+                };
+                for (s, xs) in b.chunks_exact(n).enumerate() {
+                    let w: Vec<f32> = if n == 16 {
+                        xs.iter().map(|v| v.abs()).collect()
+                    } else {
+                        let sum_x2 = xs.iter().fold(0.0f32, |a, &v| a + v * v);
+                        let av_x = (sum_x2 / 32.0).sqrt();
+                        xs.iter().map(|v| av_x + v.abs()).collect()
+                    };
+                    let mut l = vec![0u8; n];
+                    let (scale, the_min) = search::make_qkx2_quants(p, xs, &w, &mut l);
+                    assert!(same(scale, scales[s]) && same(the_min, mins[s]), "{p:?} {xs:?}");
+                    assert_eq!(l, codes[s], "{p:?} {xs:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn qx_lanes_equal_scalar_search() {
+        let x = blocks(12);
+        for b in x.chunks_exact(256) {
+            let fit = make_qx_quants::<16, 16, 8>(32, b);
+            for (s, xs) in b.chunks_exact(16).enumerate() {
+                let mut want = [0i8; 16];
+                let scale = search::make_qx_quants(32, xs, &mut want);
+                let mut got = [0i8; 16];
+                fit.codes(32, s, xs, &mut got);
+                assert!(same(scale, fit.scale[s]), "{xs:?}");
+                assert_eq!(want, got, "{xs:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn q3_lanes_equal_scalar_search() {
+        let x = blocks(13);
+        for b in x.chunks_exact(256) {
+            let fit = make_q3_quants::<16, 16, 4>(4, b);
+            for (s, xs) in b.chunks_exact(16).enumerate() {
+                let mut want = [0i8; 16];
+                let scale = search::make_q3_quants(4, xs, &mut want);
+                assert!(same(scale, fit.scale[s]), "{xs:?}");
+                for (i, &w) in want.iter().enumerate() {
+                    assert_eq!(f32::from(w), fit.codes[i][s], "{xs:?}");
+                }
+            }
+        }
+    }
 }

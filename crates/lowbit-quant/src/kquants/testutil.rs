@@ -4,7 +4,11 @@
 //! Gaussian rows the corpus holds the cases that exercise the reference's branches: all-zero and
 //! constant sub-blocks, lone outliers, values far below f16's range, one-signed sub-blocks,
 //! values on a coarse grid (which land exactly on rounding ties), bf16-rounded heavy-tailed
-//! rows like real checkpoint weights, subnormals, huge values, infinities and NaNs.
+//! rows like real checkpoint weights, subnormals, huge values and infinities.
+//!
+//! NaN inputs are left out on purpose: which NaN payload an operation propagates depends on the
+//! operand order the compiler picks, so the bytes written for a block containing NaN are not a
+//! property of the algorithm (ggml's own output for such blocks changes with its build flags).
 
 use super::QK_K;
 use crate::QuantBlock;
@@ -140,12 +144,6 @@ fn block(rng: &mut SplitMix64, kind: usize) -> Vec<f32> {
                 x[i] = if rng.below(2) == 0 { f32::INFINITY } else { f32::NEG_INFINITY };
             }
         }
-        14 => {
-            // A few NaNs.
-            for _ in 0..1 + rng.below(3) {
-                x[rng.below(QK_K)] = f32::NAN;
-            }
-        }
         _ => {
             // Subnormals and values near f32's extremes.
             let scale = [1e-40f32, 1e-44, 1e30, 1e37][rng.below(4)];
@@ -156,7 +154,7 @@ fn block(rng: &mut SplitMix64, kind: usize) -> Vec<f32> {
 }
 
 /// Number of input kinds [`corpus`] draws from.
-const KINDS: usize = 16;
+const KINDS: usize = 15;
 
 /// `blocks` super-blocks cycling through every kind of input.
 pub(super) fn corpus(seed: u64, blocks: usize) -> Vec<f32> {
