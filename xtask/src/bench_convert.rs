@@ -4,7 +4,9 @@
 //! The input is FLUX.1 at full width (3072) with one double and one single block and FLUX.1-dev's
 //! embedders: 0.55 B parameters, 1.1 GB, generated once under `target/bench/`. The page cache is
 //! warmed first, so both `cp` and `lowbit` read from memory and the comparison is of the work,
-//! not of the disk. Peak memory is the converter's own report (`VmHWM`).
+//! not of the disk. Before every run the previous output is deleted and `sync` flushes dirty
+//! pages, so no run pays for another's writeback. Peak memory is the converter's own report
+//! (`VmHWM`).
 
 use anyhow::{Context, bail};
 use lowbit_fixtures::flux::{FluxConfig, generate_bfl};
@@ -12,15 +14,20 @@ use lowbit_fixtures::write::safetensors_bytes;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 
 /// FLUX.1 at full width, one block of each kind.
 const CONFIG: FluxConfig = FluxConfig { double_blocks: 1, single_blocks: 1, ..FluxConfig::DEV };
 
-fn median_run(mut make: impl FnMut() -> Command) -> anyhow::Result<(Duration, String)> {
+fn median_run(
+    out: &std::path::Path,
+    mut make: impl FnMut() -> Command,
+) -> anyhow::Result<(Duration, String)> {
     let mut times = Vec::new();
     let mut last_stderr = String::new();
     for _ in 0..RUNS {
+        let _ = std::fs::remove_file(out);
+        let _ = Command::new("sync").status();
         let mut cmd = make();
         let start = Instant::now();
         let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
@@ -63,7 +70,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
     let _ = std::fs::read(&input)?;
 
     let copy = dir.join("copy.safetensors");
-    let (cp, _) = median_run(|| {
+    let (cp, _) = median_run(&copy, || {
         let mut c = Command::new("cp");
         c.arg(&input).arg(&copy);
         c
@@ -83,7 +90,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
     println!("{:<28} {:>9.2} {:>10} {:>8.2}× {:>12}", "cp", cp.as_secs_f64(), "", 1.0, "");
     for target in ["q8_0", "bf16", "q4_0", "q4_k_m", "q6_k", "tq2_0"] {
         let out = dir.join(format!("flux-3072-{target}.gguf"));
-        let (t, stderr) = median_run(|| {
+        let (t, stderr) = median_run(&out, || {
             let mut c = Command::new(&lowbit);
             c.arg("convert")
                 .arg(&input)

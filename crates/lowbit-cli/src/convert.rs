@@ -57,7 +57,7 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
         .expect("static template"),
     );
     let progress = |done: u64, total: u64| {
-        bar.set_position(if total == 0 { 100 } else { done * 100 / total });
+        bar.set_position((done * 100).checked_div(total).unwrap_or(100));
     };
     let source_name = std::path::Path::new(&args.input)
         .file_name()

@@ -85,6 +85,12 @@ macro_rules! dispatch {
 
 fn quantize_with<B: QuantBlock>(x: &[f32], out: &mut [u8]) -> Result<(), Error> {
     blocks::<B>(x.len(), out.len())?;
+    crate::simd::quantize(x, bytemuck::cast_slice_mut::<u8, B>(out));
+    Ok(())
+}
+
+fn quantize_baseline_with<B: QuantBlock>(x: &[f32], out: &mut [u8]) -> Result<(), Error> {
+    blocks::<B>(x.len(), out.len())?;
     B::quantize(x, bytemuck::cast_slice_mut(out));
     Ok(())
 }
@@ -113,6 +119,15 @@ fn supported<B: QuantBlock>() -> Result<(), Error> {
 /// An unsupported type, or lengths that do not form whole blocks.
 pub fn quantize(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), Error> {
     dispatch!(ty, quantize_with, x, out)
+}
+
+/// [`quantize`] without the AVX2 dispatch: the fast path as compiled for the baseline target,
+/// for tests that check both copies.
+///
+/// # Errors
+/// As [`quantize`].
+pub fn quantize_baseline(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), Error> {
+    dispatch!(ty, quantize_baseline_with, x, out)
 }
 
 /// The scalar reference quantizer behind [`quantize`], for tests and benchmarks.

@@ -25,6 +25,7 @@ const _: () = assert!(size_of::<BlockBF16>() == 2);
 impl QuantBlock for BlockF32 {
     const TYPE: GgmlType = GgmlType::F32;
     const QK: usize = 1;
+    #[inline(always)]
     fn quantize_ref(x: &[f32], y: &mut [Self]) {
         for (b, v) in y.iter_mut().zip(x) {
             b.0 = v.to_le_bytes();
@@ -40,6 +41,7 @@ impl QuantBlock for BlockF32 {
 impl QuantBlock for BlockF16 {
     const TYPE: GgmlType = GgmlType::F16;
     const QK: usize = 1;
+    #[inline(always)]
     fn quantize_ref(x: &[f32], y: &mut [Self]) {
         for (b, v) in y.iter_mut().zip(x) {
             b.0 = fp32_to_fp16(*v).to_le_bytes();
@@ -55,6 +57,7 @@ impl QuantBlock for BlockF16 {
 impl QuantBlock for BlockBF16 {
     const TYPE: GgmlType = GgmlType::BF16;
     const QK: usize = 1;
+    #[inline(always)]
     fn quantize_ref(x: &[f32], y: &mut [Self]) {
         for (b, v) in y.iter_mut().zip(x) {
             b.0 = fp32_to_bf16(*v).to_le_bytes();

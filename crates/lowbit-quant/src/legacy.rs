@@ -163,6 +163,7 @@ impl QuantBlock for BlockQ4_0 {
         }
     }
 
+    #[inline(always)]
     fn quantize(x: &[f32], y: &mut [Self]) {
         fast::q4_0(x, y);
     }
@@ -207,6 +208,7 @@ impl QuantBlock for BlockQ4_1 {
         }
     }
 
+    #[inline(always)]
     fn quantize(x: &[f32], y: &mut [Self]) {
         fast::q4_1(x, y);
     }
@@ -257,6 +259,7 @@ impl QuantBlock for BlockQ5_0 {
         }
     }
 
+    #[inline(always)]
     fn quantize(x: &[f32], y: &mut [Self]) {
         fast::q5_0(x, y);
     }
@@ -306,6 +309,7 @@ impl QuantBlock for BlockQ5_1 {
         }
     }
 
+    #[inline(always)]
     fn quantize(x: &[f32], y: &mut [Self]) {
         fast::q5_1(x, y);
     }
@@ -343,6 +347,7 @@ impl QuantBlock for BlockQ8_0 {
         }
     }
 
+    #[inline(always)]
     fn quantize(x: &[f32], y: &mut [Self]) {
         fast::q8_0(x, y);
     }
@@ -423,6 +428,7 @@ mod fast {
         B::quantize_ref(x, std::slice::from_mut(y));
     }
 
+    #[inline(always)]
     pub(super) fn q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
         for (x, y) in x.chunks_exact(QK).zip(y) {
             let xb = block(x);
@@ -447,15 +453,28 @@ mod fast {
     }
 
     /// The signed value of largest magnitude, the first on ties, as Q4_0/Q5_0 pick it; `None`
-    /// when the reference must decide (NaN).
+    /// when the reference must decide (NaN). Branch-free unless both `+amax` and `-amax` occur,
+    /// when only a scan can tell which comes first.
     #[inline(always)]
     fn signed_absmax(xb: &[f32; QK]) -> Option<f32> {
         let (amax, nan) = absmax(xb);
         if nan {
             return None;
         }
-        // ggml keeps max = 0.0 (positive zero) when nothing beats amax = 0.
-        Some(if amax == 0.0 { 0.0 } else { *xb.iter().find(|v| v.abs() == amax)? })
+        if amax == 0.0 {
+            // ggml keeps max = 0.0 (positive zero) when nothing beats amax = 0.
+            return Some(0.0);
+        }
+        let (mut pos, mut neg) = (false, false);
+        for &v in xb {
+            pos |= v == amax;
+            neg |= v == -amax;
+        }
+        match (pos, neg) {
+            (true, false) => Some(amax),
+            (false, true) => Some(-amax),
+            _ => xb.iter().copied().find(|v| v.abs() == amax),
+        }
     }
 
     /// Q4_0 and Q5_0: `q = min(top, (int)(x·id + offset))`, low nibbles packed as ggml does.
@@ -504,6 +523,7 @@ mod fast {
         qh.to_le_bytes()
     }
 
+    #[inline(always)]
     pub(super) fn q4_0(x: &[f32], y: &mut [BlockQ4_0]) {
         for (x, y) in x.chunks_exact(QK).zip(y) {
             let xb = block(x);
@@ -522,6 +542,7 @@ mod fast {
         }
     }
 
+    #[inline(always)]
     pub(super) fn q5_0(x: &[f32], y: &mut [BlockQ5_0]) {
         for (x, y) in x.chunks_exact(QK).zip(y) {
             let xb = block(x);
@@ -554,6 +575,7 @@ mod fast {
         (min != 0.0 && max != 0.0).then_some((min, max))
     }
 
+    #[inline(always)]
     pub(super) fn q4_1(x: &[f32], y: &mut [BlockQ4_1]) {
         for (x, y) in x.chunks_exact(QK).zip(y) {
             let xb = block(x);
@@ -573,6 +595,7 @@ mod fast {
         }
     }
 
+    #[inline(always)]
     pub(super) fn q5_1(x: &[f32], y: &mut [BlockQ5_1]) {
         for (x, y) in x.chunks_exact(QK).zip(y) {
             let xb = block(x);
@@ -665,7 +688,7 @@ mod tests {
         let mut y = [BlockQ4_0::default()];
         BlockQ4_0::quantize_ref(&x, &mut y);
         assert_eq!(y[0].d, fp32_to_fp16(1.0).to_le_bytes());
-        assert_eq!(y[0].qs[0], 0 | (15 << 4), "element 0 low nibble, element 16 high nibble");
+        assert_eq!(y[0].qs[0], 15 << 4, "element 0 (code 0) low nibble, element 16 high nibble");
         assert_eq!(y[0].qs[1], 9 | (8 << 4));
     }
 

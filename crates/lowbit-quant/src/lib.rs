@@ -18,9 +18,10 @@ mod dense;
 pub mod f16;
 mod kquants;
 mod legacy;
+mod simd;
 mod ternary;
 
-pub use block::{Error, dequantize, quantize, quantize_ref, supports_quantize};
+pub use block::{Error, dequantize, quantize, quantize_baseline, quantize_ref, supports_quantize};
 pub use dense::{BlockBF16, BlockF16, BlockF32};
 pub use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
 pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};

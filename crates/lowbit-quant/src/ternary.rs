@@ -69,7 +69,7 @@ fn trit(v: f32, id: f32) -> u8 {
 #[inline]
 fn pack5(q: u8) -> u8 {
     #[expect(clippy::cast_possible_truncation, reason = "at most 255")]
-    let b = ((u16::from(q) * 256 + 242) / 243) as u8;
+    let b = (u16::from(q) * 256).div_ceil(243) as u8;
     b
 }
 
@@ -77,6 +77,7 @@ impl QuantBlock for BlockTQ1_0 {
     const TYPE: GgmlType = GgmlType::TQ1_0;
     const QK: usize = QK_K;
 
+    #[inline(always)]
     fn quantize(x: &[f32], y: &mut [Self]) {
         for (x, y) in x.chunks_exact(QK_K).zip(y) {
             let Some((d, t)) = fast::trits(x) else {
@@ -159,6 +160,7 @@ impl QuantBlock for BlockTQ2_0 {
     const TYPE: GgmlType = GgmlType::TQ2_0;
     const QK: usize = QK_K;
 
+    #[inline(always)]
     fn quantize(x: &[f32], y: &mut [Self]) {
         for (x, y) in x.chunks_exact(QK_K).zip(y) {
             let Some((d, t)) = fast::trits(x) else {
@@ -169,7 +171,8 @@ impl QuantBlock for BlockTQ2_0 {
             for half in 0..2 {
                 let t = &t[half * 128..];
                 for m in 0..32 {
-                    y.qs[half * 32 + m] = t[m] | (t[m + 32] << 2) | (t[m + 64] << 4) | (t[m + 96] << 6);
+                    y.qs[half * 32 + m] =
+                        t[m] | (t[m + 32] << 2) | (t[m + 64] << 4) | (t[m + 96] << 6);
                 }
             }
         }
@@ -213,6 +216,7 @@ mod fast {
 
     /// The block's scale and its trit codes (0, 1, 2), or `None` when the reference must decide
     /// (a NaN, or a scale whose inverse overflows).
+    #[inline(always)]
     pub(super) fn trits(x: &[f32]) -> Option<(f32, [u8; QK_K])> {
         let mut m = [0.0f32; 8];
         let mut nan = false;
@@ -244,6 +248,7 @@ mod fast {
     }
 
     /// Packs five trits per byte, `t[m + n·N]` for n = 0..5 into byte `m`, first most significant.
+    #[inline(always)]
     pub(super) fn pack_bytes<const N: usize>(t: &[u8]) -> [u8; N] {
         let mut out = [0u8; N];
         for (m, o) in out.iter_mut().enumerate() {
@@ -314,7 +319,7 @@ mod tests {
         x[128 + 96 + 5] = 1.0; // second half, bits 6–7 of byte 32 + 5
         let mut y = [BlockTQ2_0::default()];
         BlockTQ2_0::quantize_ref(&x, &mut y);
-        assert_eq!(y[0].qs[0], 2 | (0 << 2) | (1 << 4) | (1 << 6));
+        assert_eq!(y[0].qs[0], 2 | (1 << 4) | (1 << 6), "codes 2, 0, 1, 1");
         assert_eq!(y[0].qs[37] >> 6, 2);
     }
 

@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn fast_quantizer_matches_reference() {
-        testutil::assert_fast_equals_ref::<BlockQ5K>(0x505, 2100);
+        testutil::assert_fast_equals_ref::<BlockQ5K>(0x505, 4500);
     }
 
     /// Expected error: 32 Gaussian values span about 4.1σ, cut into 31 steps of about 0.13σ; a

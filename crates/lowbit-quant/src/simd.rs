@@ -1,0 +1,45 @@
+//! Runtime dispatch to an AVX2 build of the fast quantizers.
+//!
+//! The fast paths are portable Rust written so that the compiler vectorises them; compiled for
+//! baseline x86-64 that means SSE2. This module compiles the same code a second time with AVX2
+//! enabled (wider lanes, integer min/max, variable shifts) and picks that copy at run time when
+//! the CPU has AVX2. Both copies do the same IEEE operations in the same order — AVX2 adds no
+//! fused multiply-add, and Rust never contracts — so they write the same bytes; the tests check
+//! both against the reference.
+#![allow(unsafe_code, reason = "calling a #[target_feature] function after detecting the feature")]
+
+use crate::QuantBlock;
+
+/// Whether the AVX2 copy can run here (detected once, cached by std).
+#[inline]
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `B::quantize` compiled with AVX2; the hot paths are `#[inline(always)]`, so they are
+/// instantiated inside this function and take its target features.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn quantize_avx2<B: QuantBlock>(x: &[f32], y: &mut [B]) {
+    B::quantize(x, y);
+}
+
+/// The fast quantizer, on the widest SIMD the CPU offers.
+#[inline]
+pub(crate) fn quantize<B: QuantBlock>(x: &[f32], y: &mut [B]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: `quantize_avx2` only requires AVX2, which `has_avx2` has just confirmed on
+        // this CPU; it has no other preconditions.
+        unsafe { quantize_avx2(x, y) };
+        return;
+    }
+    B::quantize(x, y);
+}
