@@ -348,9 +348,7 @@ fn interrupt_leaves_no_file() {
     // A sparse FLUX.1-dev-sized input: 11.9 B zero weights, far more than a second of work.
     let input = dir.path().join("flux1-dev-sparse.safetensors");
     let (header, data_len) = lowbit_fixtures::write::bf16_header(&FluxConfig::DEV.tensors());
-    let f = std::fs::File::create(&input).unwrap();
-    std::io::Write::write_all(&mut &f, &header).unwrap();
-    f.set_len(header.len() as u64 + data_len).unwrap();
+    lowbit_fixtures::write::sparse_file(&input, &header, data_len).unwrap();
     let out = dir.path().join("out.gguf");
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_lowbit"))
         .args([
@@ -374,4 +372,52 @@ fn interrupt_leaves_no_file() {
     assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("interrupted"));
     assert_eq!(dir_entries(dir.path()), ["flux1-dev-sparse.safetensors"]);
+}
+
+/// F32, F16 and FP8 inputs convert too; embedders keep their source precision (FP8 widens to F16,
+/// which holds every FP8 value exactly).
+#[test]
+fn other_input_dtypes() {
+    use safetensors::tensor::TensorView;
+    let dir = tempfile::tempdir().unwrap();
+    let bfl = generate_bfl(&FluxConfig::TINY, SEED);
+    let write = |name: &str, dtype: safetensors::Dtype, encode: &dyn Fn(&GenTensor) -> Vec<u8>| {
+        let datas: Vec<Vec<u8>> = bfl.iter().map(encode).collect();
+        let views: Vec<(String, TensorView<'_>)> = bfl
+            .iter()
+            .zip(&datas)
+            .map(|(t, d)| {
+                let shape = t.shape.iter().map(|&s| usize::try_from(s).unwrap()).collect();
+                (t.name.clone(), TensorView::new(dtype, shape, d).unwrap())
+            })
+            .collect();
+        let path = dir.path().join(name);
+        std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+        path
+    };
+    let f32_in = write("f32.safetensors", safetensors::Dtype::F32, &|t| {
+        gen_values(t).iter().flat_map(|v| v.to_le_bytes()).collect()
+    });
+    let f16_in = write("f16.safetensors", safetensors::Dtype::F16, &|t| {
+        gen_values(t).iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect()
+    });
+    // FP8 E4M3 codes straight from the BF16 bytes' low halves, NaN codes (0x7f, 0xff) avoided.
+    let fp8_in = write("fp8.safetensors", safetensors::Dtype::F8_E4M3, &|t| {
+        t.data.chunks_exact(2).map(|b| if b[0] & 0x7f == 0x7f { b[0] ^ 1 } else { b[0] }).collect()
+    });
+    for (input, embed_type) in [(&f32_in, "F32"), (&f16_in, "F16"), (&fp8_in, "F16")] {
+        let out = dir.path().join("out.gguf");
+        convert_ok(input, &out, &["--to", "gguf:q8_0"]);
+        let gguf = Checkpoint::open(&out).unwrap();
+        let src = Checkpoint::open(input).unwrap();
+        let t = gguf.tensor("img_in.weight").unwrap();
+        assert_eq!(t.ty.name(), embed_type, "{}", input.display());
+        // Embedders are copied exactly.
+        let s = src.tensor("img_in.weight").unwrap();
+        let (mut a, mut b) = (vec![0f32; 16384], vec![0f32; 16384]);
+        gguf.read_f32(t, 0..16384, &mut a).unwrap();
+        src.read_f32(s, 0..16384, &mut b).unwrap();
+        assert_eq!(a, b, "{}", input.display());
+        assert_eq!(gguf.tensor("double_blocks.0.img_mlp.0.weight").unwrap().ty.name(), "Q8_0");
+    }
 }

@@ -17,9 +17,7 @@ fn tensor<'a>(report: &'a Value, name: &str) -> &'a Value {
 }
 
 fn sparse(path: &Path, header: &[u8], data_len: u64) {
-    let f = std::fs::File::create(path).unwrap();
-    std::io::Write::write_all(&mut &f, header).unwrap();
-    f.set_len(header.len() as u64 + data_len).unwrap();
+    lowbit_fixtures::write::sparse_file(path, header, data_len).unwrap();
 }
 
 #[test]

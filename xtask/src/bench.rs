@@ -34,10 +34,7 @@ fn time(cmd: &mut Command) -> anyhow::Result<Duration> {
 }
 
 fn sparse(path: &Path, header: &[u8], data_len: u64) -> anyhow::Result<()> {
-    let f = std::fs::File::create(path)?;
-    std::io::Write::write_all(&mut &f, header)?;
-    f.set_len(header.len() as u64 + data_len)?;
-    Ok(())
+    Ok(lowbit_fixtures::write::sparse_file(path, header, data_len)?)
 }
 
 pub(crate) fn inspect() -> anyhow::Result<()> {

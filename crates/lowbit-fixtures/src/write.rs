@@ -87,3 +87,14 @@ pub fn bf16_header(tensors: &[(String, Vec<u64>)]) -> (Vec<u8>, u64) {
     out.extend_from_slice(&header);
     (out, offset)
 }
+
+/// Writes `header` to `path` and extends the file to `header.len() + data_len` bytes without
+/// writing them: a sparse file that every reader sees at full size, costing no disk.
+///
+/// # Errors
+/// When the file cannot be created or extended.
+pub fn sparse_file(path: &std::path::Path, header: &[u8], data_len: u64) -> std::io::Result<()> {
+    let f = std::fs::File::create(path)?;
+    std::io::Write::write_all(&mut &f, header)?;
+    f.set_len(header.len() as u64 + data_len)
+}

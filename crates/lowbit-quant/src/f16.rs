@@ -7,7 +7,26 @@
 
 /// ggml's `GGML_FP32_TO_FP16`.
 #[must_use]
+#[inline]
 pub fn fp32_to_fp16(f: f32) -> u16 {
+    fp32_to_fp16_inline(f)
+}
+
+/// [`fp32_to_fp16`] for every lane of an array. The body is branch-free (its one `if` is a
+/// select), so once inlined the lanes become SIMD instructions, each lane computing exactly the
+/// scalar conversion.
+#[inline(always)]
+pub(crate) fn fp32_to_fp16_lanes<const L: usize>(f: [f32; L]) -> [u16; L] {
+    let mut out = [0u16; L];
+    for (o, &f) in out.iter_mut().zip(&f) {
+        *o = fp32_to_fp16_inline(f);
+    }
+    out
+}
+
+/// The body of [`fp32_to_fp16`], always inlined.
+#[inline(always)]
+fn fp32_to_fp16_inline(f: f32) -> u16 {
     let scale_to_inf = f32::from_bits(0x7780_0000); // 2^112
     let scale_to_zero = f32::from_bits(0x0880_0000); // 2^-110
     let mut base = (f.abs() * scale_to_inf) * scale_to_zero;

@@ -364,257 +364,275 @@ impl QuantBlock for BlockQ8_0 {
 
 /// Faster forms of the reference quantizers, equal to them byte for byte.
 ///
-/// Each block is processed with branch-free, element-wise loops over fixed-size arrays, which the
-/// compiler turns into SIMD: maxima as float maxima over absolute values, rounding as a
-/// truncating conversion corrected by the exact remainder. Blocks where the reference's exact
-/// comparison order or C's undefined conversions matter (a NaN, a scale whose inverse
-/// overflows, a zero extremum whose sign the scan order decides) go to the reference instead.
+/// Blocks go through in lockstep groups (see [`crate::groups`]): each block's extremes are
+/// reduced with vector code, the scale arithmetic and its f16 conversion run with one block per
+/// lane, and the codes are computed element-wise with the block's scale broadcast. A block whose
+/// bytes the lanes cannot reproduce exactly is handed to the reference, alone:
+///
+/// - Q8_0: an infinity or NaN (its C maximum depends on where a NaN sits);
+/// - Q4_0, Q5_0: both `+amax` and `−amax` present (only the scan order says which is `max`);
+/// - Q4_1, Q5_1: a zero minimum or maximum (the C keeps whichever signed zero comes first);
+/// - all: `1/d` not finite (C's conversions of ±inf are undefined; see `cconv`).
+///
+/// Everything else, NaN elements included where the C ignores them, is exact in the lanes: the
+/// C's comparisons skip a NaN exactly as [`crate::groups::min_max`] does, and a NaN code truncates to
+/// a value whose low byte is the C's.
 mod fast {
-    use super::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK, f16_le, inverse};
-    use crate::QuantBlock;
+    use super::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK};
+    use crate::f16::fp32_to_fp16_lanes;
+    use crate::groups::{
+        self, G, Lockstep, abs_max_bits, for_groups, gather_bits, inverse, low_bytes, min_max,
+        reference, round_away, unzip,
+    };
+    use crate::lanes::V;
+    use crate::simd::trunc_clamped;
 
-    /// `roundf` (half away from zero) for `|t| < 2^23`: truncate, then correct by the remainder,
-    /// which is exact in that range.
+    /// Applies `f` to every element of a block and keeps the low byte of each result.
     #[inline(always)]
-    fn round_away(t: f32) -> i32 {
-        #[expect(clippy::cast_possible_truncation, reason = "|t| < 2^23 here")]
-        let r = t as i32;
-        let f = t - r as f32;
-        r + i32::from(f >= 0.5) - i32::from(f <= -0.5)
-    }
-
-    /// Truncation toward zero for values known to be in `i32` range.
-    #[inline(always)]
-    fn trunc(t: f32) -> i32 {
-        #[expect(clippy::cast_possible_truncation, reason = "in range here")]
-        let r = t as i32;
-        r
-    }
-
-    #[inline(always)]
-    fn block(x: &[f32]) -> &[f32; QK] {
-        x.try_into().expect("whole blocks")
-    }
-
-    /// `max |v|` and whether any `v` is NaN, branch-free.
-    #[inline(always)]
-    fn absmax(x: &[f32; QK]) -> (f32, bool) {
-        let mut m = [0.0f32; 8];
-        let mut nan = false;
-        for c in x.chunks_exact(8) {
-            for (m, &v) in m.iter_mut().zip(c) {
-                *m = m.max(v.abs());
-                nan |= v.is_nan();
-            }
+    fn codes(x: &[f32; QK], f: impl Fn(f32) -> i32) -> [u8; QK] {
+        let mut q = [0i32; QK];
+        for (q, &v) in q.iter_mut().zip(x) {
+            *q = f(v);
         }
-        (m.iter().fold(0.0f32, |a, &b| a.max(b)), nan)
+        low_bytes(q)
     }
 
-    /// `(min, max)` of a block without NaN.
+    /// Element `j` in the low nibble of byte `j`, element `j + 16` in the high one; only the
+    /// low four bits of each code are kept, as the C's `& 0x0F` does for Q5_0/Q5_1.
     #[inline(always)]
-    fn min_max(x: &[f32; QK]) -> (f32, f32) {
-        let mut lo = [f32::MAX; 8];
-        let mut hi = [-f32::MAX; 8];
-        for c in x.chunks_exact(8) {
-            for ((lo, hi), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(c) {
-                *lo = lo.min(v);
-                *hi = hi.max(v);
-            }
-        }
-        (lo.iter().fold(f32::MAX, |a, &b| a.min(b)), hi.iter().fold(-f32::MAX, |a, &b| a.max(b)))
-    }
-
-    fn reference<B: QuantBlock>(x: &[f32], y: &mut B) {
-        B::quantize_ref(x, std::slice::from_mut(y));
-    }
-
-    #[inline(always)]
-    pub(super) fn q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
-        for (x, y) in x.chunks_exact(QK).zip(y) {
-            let xb = block(x);
-            let (amax, nan) = absmax(xb);
-            let d = amax / 127.0;
-            let id = inverse(d);
-            if nan || !id.is_finite() {
-                reference(x, y);
-                continue;
-            }
-            y.d = f16_le(d);
-            let mut q = [0i8; QK];
-            for (q, &v) in q.iter_mut().zip(xb) {
-                // |v·id| ≤ 127.00002, so the result fits an i8.
-                #[expect(clippy::cast_possible_truncation, reason = "in range")]
-                {
-                    *q = round_away(v * id) as i8;
-                }
-            }
-            y.qs = q;
-        }
-    }
-
-    /// The signed value of largest magnitude, the first on ties, as Q4_0/Q5_0 pick it; `None`
-    /// when the reference must decide (NaN). Branch-free unless both `+amax` and `-amax` occur,
-    /// when only a scan can tell which comes first.
-    #[inline(always)]
-    fn signed_absmax(xb: &[f32; QK]) -> Option<f32> {
-        let (amax, nan) = absmax(xb);
-        if nan {
-            return None;
-        }
-        if amax == 0.0 {
-            // ggml keeps max = 0.0 (positive zero) when nothing beats amax = 0.
-            return Some(0.0);
-        }
-        let (mut pos, mut neg) = (false, false);
-        for &v in xb {
-            pos |= v == amax;
-            neg |= v == -amax;
-        }
-        match (pos, neg) {
-            (true, false) => Some(amax),
-            (false, true) => Some(-amax),
-            _ => xb.iter().copied().find(|v| v.abs() == amax),
-        }
-    }
-
-    /// Q4_0 and Q5_0: `q = min(top, (int)(x·id + offset))`, low nibbles packed as ggml does.
-    #[inline(always)]
-    fn offset_codes(xb: &[f32; QK], id: f32, offset: f32, top: i32) -> [u8; QK] {
-        let mut q = [0u8; QK];
-        for (q, &v) in q.iter_mut().zip(xb) {
-            // x·id lies in [-8, 8] (or [-16, 16]) up to rounding, so the sum is in range.
-            #[expect(clippy::cast_sign_loss, clippy::cast_possible_truncation, reason = "0..=top")]
-            {
-                *q = trunc(v * id + offset).min(top) as u8;
-            }
-        }
-        q
-    }
-
-    /// Q4_1 and Q5_1: `q = (int)((x − min)·id + 0.5)`, clamped to `top` as the C does for Q4_1
-    /// (Q5_1's C has no clamp, and its values never exceed 31).
-    #[inline(always)]
-    fn min_codes(xb: &[f32; QK], min: f32, id: f32, top: i32) -> [u8; QK] {
-        let mut q = [0u8; QK];
-        for (q, &v) in q.iter_mut().zip(xb) {
-            #[expect(clippy::cast_sign_loss, clippy::cast_possible_truncation, reason = "0..=top")]
-            {
-                *q = trunc((v - min) * id + 0.5).min(top) as u8;
-            }
-        }
-        q
-    }
-
-    #[inline(always)]
-    fn nibbles(q: &[u8; QK]) -> [u8; 16] {
-        let mut out = [0u8; 16];
-        for j in 0..16 {
-            out[j] = (q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4);
+    fn nibbles(q: &[u8; QK]) -> [u8; QK / 2] {
+        let mut out = [0u8; QK / 2];
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = (q[j] & 0x0f) | (q[j + QK / 2] << 4);
         }
         out
     }
 
+    /// Bit 4 of code `j` at bit `j` of a little-endian `u32`, as Q5_0/Q5_1 store it: eight
+    /// codes at a time as one `u64`, their bit 4 moved to bit 0 of each byte and gathered.
     #[inline(always)]
     fn high_bits(q: &[u8; QK]) -> [u8; 4] {
-        let mut qh = 0u32;
-        for (j, &v) in q.iter().enumerate() {
-            qh |= u32::from((v >> 4) & 1) << j;
+        let mut out = [0u8; 4];
+        for (o, c) in out.iter_mut().zip(q.as_chunks::<8>().0) {
+            *o = gather_bits((u64::from_le_bytes(*c) >> 4) & 0x0101_0101_0101_0101);
         }
-        qh.to_le_bytes()
+        out
+    }
+
+    /// Per lane, the signed value of largest magnitude as Q4_0/Q5_0 pick it (`+0.0` when every
+    /// element is zero or NaN), and whether the lane must go to the reference because both
+    /// `+amax` and `−amax` occur.
+    ///
+    /// With `hi` and `lo` the largest and least elements (NaN skipped, both starting at 0): if
+    /// `hi > −lo` only positive elements reach the largest magnitude, so the C's `max` is `hi`;
+    /// if `−lo > hi` it is `lo`; if they are equal and nonzero both signs occur.
+    #[inline(always)]
+    fn signed_absmax(s: &[(f32, f32); G]) -> (V<G>, [bool; G]) {
+        let (lo, hi) = unzip(s);
+        let nlo = lo.neg();
+        let zero = V::splat(0.0);
+        let pos = hi.gt(nlo);
+        let neg = nlo.gt(hi);
+        let max = pos.select(hi, neg.select(nlo.neg(), zero));
+        let tie = pos.or(neg).not().and(hi.ne(zero));
+        (max, tie.to_bools())
+    }
+
+    /// A group's scales and codes; blocks with `exact[b] == false` go to the reference.
+    struct Coded {
+        /// Whether the lanes reproduce block `b`.
+        exact: [bool; G],
+        /// `d` as f16 bytes.
+        d: [[u8; 2]; G],
+        /// `min` as f16 bytes (Q4_1, Q5_1).
+        m: [[u8; 2]; G],
+        /// The codes, one byte each.
+        q: [[u8; QK]; G],
+    }
+
+    #[inline(always)]
+    fn f16_bytes(v: V<G>) -> [[u8; 2]; G] {
+        fp32_to_fp16_lanes(v.0).map(u16::to_le_bytes)
+    }
+
+    /// Q8_0: `d = amax / 127`, codes `roundf(x·id)`.
+    impl Lockstep<QK> for BlockQ8_0 {
+        type Stats = u32;
+
+        #[inline(always)]
+        fn stats(x: &[f32; QK]) -> u32 {
+            abs_max_bits(x)
+        }
+
+        #[inline(always)]
+        fn group(x: &[[f32; QK]; G], s: &[u32; G], y: &mut [BlockQ8_0; G]) {
+            let amax = groups::from_bits(s);
+            let d = amax.div(V::splat(127.0));
+            let id = inverse(d);
+            let exact = amax.is_finite().and(id.is_finite()).to_bools();
+            let dh = f16_bytes(d);
+            for b in 0..G {
+                if exact[b] {
+                    let id = id.0[b];
+                    // |v·id| ≤ 127.00002: roundf gives −127..=127, whose low byte is the int8_t.
+                    let q = codes(&x[b], |v| round_away(v * id));
+                    y[b] = BlockQ8_0 { d: dh[b], qs: bytemuck::cast(q) };
+                } else {
+                    reference(&x[b], &mut y[b]);
+                }
+            }
+        }
+    }
+
+    /// Q4_0 and Q5_0: `d = max / div` (−8 or −16), codes `MIN(top, (int8_t)(x·id + offset))`.
+    #[inline(always)]
+    fn offset_group(
+        x: &[[f32; QK]; G],
+        s: &[(f32, f32); G],
+        div: f32,
+        offset: f32,
+        top: i32,
+    ) -> Coded {
+        let (max, tie) = signed_absmax(s);
+        let d = max.div(V::splat(div));
+        let id = inverse(d);
+        let finite = id.is_finite().to_bools();
+        let mut c = Coded { exact: [false; G], d: f16_bytes(d), m: [[0; 2]; G], q: [[0; QK]; G] };
+        for b in 0..G {
+            c.exact[b] = finite[b] && !tie[b];
+            let id = id.0[b];
+            // x·id lies in [−div, div] up to rounding (NaN aside), so the sum is in range.
+            c.q[b] = codes(&x[b], |v| trunc_clamped(v * id + offset).min(top));
+        }
+        c
+    }
+
+    /// Q4_1 and Q5_1: `d = (max − min) / top`, codes `(x − min)·id + 0.5` truncated (and for
+    /// Q4_1 clamped to `top`; Q5_1's C has no clamp, and its values never exceed 31).
+    #[inline(always)]
+    fn min_group(x: &[[f32; QK]; G], s: &[(f32, f32); G], top: i32) -> Coded {
+        let (min, max) = unzip(s);
+        let zero = V::splat(0.0);
+        #[expect(clippy::cast_precision_loss, reason = "15 or 31")]
+        let d = max.sub(min).div(V::splat(top as f32));
+        let id = inverse(d);
+        let exact = min.ne(zero).and(max.ne(zero)).and(id.is_finite()).to_bools();
+        let mut c = Coded { exact, d: f16_bytes(d), m: f16_bytes(min), q: [[0; QK]; G] };
+        for (q, (x, (&min, &id))) in c.q.iter_mut().zip(x.iter().zip(min.0.iter().zip(&id.0))) {
+            *q = codes(x, |v| trunc_clamped((v - min) * id + 0.5).min(top));
+        }
+        c
+    }
+
+    impl Lockstep<QK> for BlockQ4_0 {
+        type Stats = (f32, f32);
+
+        #[inline(always)]
+        fn stats(x: &[f32; QK]) -> (f32, f32) {
+            min_max(x, 0.0, 0.0)
+        }
+
+        #[inline(always)]
+        fn group(x: &[[f32; QK]; G], s: &[(f32, f32); G], y: &mut [BlockQ4_0; G]) {
+            let c = offset_group(x, s, -8.0, 8.5, 15);
+            for b in 0..G {
+                if c.exact[b] {
+                    y[b] = BlockQ4_0 { d: c.d[b], qs: nibbles(&c.q[b]) };
+                } else {
+                    reference(&x[b], &mut y[b]);
+                }
+            }
+        }
+    }
+
+    impl Lockstep<QK> for BlockQ5_0 {
+        type Stats = (f32, f32);
+
+        #[inline(always)]
+        fn stats(x: &[f32; QK]) -> (f32, f32) {
+            min_max(x, 0.0, 0.0)
+        }
+
+        #[inline(always)]
+        fn group(x: &[[f32; QK]; G], s: &[(f32, f32); G], y: &mut [BlockQ5_0; G]) {
+            let c = offset_group(x, s, -16.0, 16.5, 31);
+            for b in 0..G {
+                if c.exact[b] {
+                    let q = &c.q[b];
+                    y[b] = BlockQ5_0 { d: c.d[b], qh: high_bits(q), qs: nibbles(q) };
+                } else {
+                    reference(&x[b], &mut y[b]);
+                }
+            }
+        }
+    }
+
+    impl Lockstep<QK> for BlockQ4_1 {
+        type Stats = (f32, f32);
+
+        #[inline(always)]
+        fn stats(x: &[f32; QK]) -> (f32, f32) {
+            min_max(x, f32::MAX, -f32::MAX)
+        }
+
+        #[inline(always)]
+        fn group(x: &[[f32; QK]; G], s: &[(f32, f32); G], y: &mut [BlockQ4_1; G]) {
+            let c = min_group(x, s, 15);
+            for b in 0..G {
+                if c.exact[b] {
+                    y[b] = BlockQ4_1 { d: c.d[b], m: c.m[b], qs: nibbles(&c.q[b]) };
+                } else {
+                    reference(&x[b], &mut y[b]);
+                }
+            }
+        }
+    }
+
+    impl Lockstep<QK> for BlockQ5_1 {
+        type Stats = (f32, f32);
+
+        #[inline(always)]
+        fn stats(x: &[f32; QK]) -> (f32, f32) {
+            min_max(x, f32::MAX, -f32::MAX)
+        }
+
+        #[inline(always)]
+        fn group(x: &[[f32; QK]; G], s: &[(f32, f32); G], y: &mut [BlockQ5_1; G]) {
+            let c = min_group(x, s, 31);
+            for b in 0..G {
+                if c.exact[b] {
+                    let q = &c.q[b];
+                    y[b] = BlockQ5_1 { d: c.d[b], m: c.m[b], qh: high_bits(q), qs: nibbles(q) };
+                } else {
+                    reference(&x[b], &mut y[b]);
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    pub(super) fn q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
+        for_groups(x, y);
     }
 
     #[inline(always)]
     pub(super) fn q4_0(x: &[f32], y: &mut [BlockQ4_0]) {
-        for (x, y) in x.chunks_exact(QK).zip(y) {
-            let xb = block(x);
-            let Some(max) = signed_absmax(xb) else {
-                reference(x, y);
-                continue;
-            };
-            let d = max / -8.0;
-            let id = inverse(d);
-            if !id.is_finite() {
-                reference(x, y);
-                continue;
-            }
-            y.d = f16_le(d);
-            y.qs = nibbles(&offset_codes(xb, id, 8.5, 15));
-        }
-    }
-
-    #[inline(always)]
-    pub(super) fn q5_0(x: &[f32], y: &mut [BlockQ5_0]) {
-        for (x, y) in x.chunks_exact(QK).zip(y) {
-            let xb = block(x);
-            let Some(max) = signed_absmax(xb) else {
-                reference(x, y);
-                continue;
-            };
-            let d = max / -16.0;
-            let id = inverse(d);
-            if !id.is_finite() {
-                reference(x, y);
-                continue;
-            }
-            y.d = f16_le(d);
-            let q = offset_codes(xb, id, 16.5, 31);
-            y.qs = nibbles(&q);
-            y.qh = high_bits(&q);
-        }
-    }
-
-    /// Min/max of a block, or `None` when the reference must decide: a NaN, or a zero
-    /// extremum, whose sign depends on the order of the scan.
-    #[inline(always)]
-    fn block_min_max(xb: &[f32; QK]) -> Option<(f32, f32)> {
-        let nan = xb.iter().fold(false, |n, v| n | v.is_nan());
-        if nan {
-            return None;
-        }
-        let (min, max) = min_max(xb);
-        (min != 0.0 && max != 0.0).then_some((min, max))
+        for_groups(x, y);
     }
 
     #[inline(always)]
     pub(super) fn q4_1(x: &[f32], y: &mut [BlockQ4_1]) {
-        for (x, y) in x.chunks_exact(QK).zip(y) {
-            let xb = block(x);
-            let Some((min, max)) = block_min_max(xb) else {
-                reference(x, y);
-                continue;
-            };
-            let d = (max - min) / 15.0;
-            let id = inverse(d);
-            if !id.is_finite() || !min.is_finite() {
-                reference(x, y);
-                continue;
-            }
-            y.d = f16_le(d);
-            y.m = f16_le(min);
-            y.qs = nibbles(&min_codes(xb, min, id, 15));
-        }
+        for_groups(x, y);
+    }
+
+    #[inline(always)]
+    pub(super) fn q5_0(x: &[f32], y: &mut [BlockQ5_0]) {
+        for_groups(x, y);
     }
 
     #[inline(always)]
     pub(super) fn q5_1(x: &[f32], y: &mut [BlockQ5_1]) {
-        for (x, y) in x.chunks_exact(QK).zip(y) {
-            let xb = block(x);
-            let Some((min, max)) = block_min_max(xb) else {
-                reference(x, y);
-                continue;
-            };
-            let d = (max - min) / 31.0;
-            let id = inverse(d);
-            if !id.is_finite() || !min.is_finite() {
-                reference(x, y);
-                continue;
-            }
-            y.d = f16_le(d);
-            y.m = f16_le(min);
-            let q = min_codes(xb, min, id, 31);
-            y.qs = nibbles(&q);
-            y.qh = high_bits(&q);
-        }
+        for_groups(x, y);
     }
 }
 

@@ -15,8 +15,12 @@ mod cconv;
 
 use block::QuantBlock;
 mod dense;
+#[cfg(test)]
+mod exactness;
 pub mod f16;
+mod groups;
 mod kquants;
+mod lanes;
 mod legacy;
 mod simd;
 mod ternary;

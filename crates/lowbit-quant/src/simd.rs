@@ -6,6 +6,10 @@
 //! the CPU has AVX2. Both copies do the same IEEE operations in the same order — AVX2 adds no
 //! fused multiply-add, and Rust never contracts — so they write the same bytes; the tests check
 //! both against the reference.
+//!
+//! It also holds [`trunc_clamped`], the float-to-int conversion of the block quantizers' codes:
+//! Rust's saturating `as` is correct but LLVM turns it into scalar code inside vector loops,
+//! while `to_int_unchecked` on a value already clamped into range becomes one `cvttps2dq`.
 #![allow(unsafe_code, reason = "calling a #[target_feature] function after detecting the feature")]
 
 use crate::QuantBlock;
@@ -42,4 +46,20 @@ pub(crate) fn quantize<B: QuantBlock>(x: &[f32], y: &mut [B]) {
         return;
     }
     B::quantize(x, y);
+}
+
+/// `t` clamped to `−256..=256` and truncated toward zero; NaN gives −256.
+///
+/// The quantizers pass values whose C conversion (`(int)t`, `(int8_t)t`, `(uint8_t)t`) is
+/// defined, well inside the clamp, or NaN. For NaN, x86-64's `cvttss2si` returns `0x80000000`,
+/// whose low byte is 0; −256's low byte is 0 too, so the narrowed result matches the C.
+/// Written as C-style compares (`maxps`/`minps`) and an unchecked conversion, it vectorises to
+/// three instructions per register, where Rust's saturating `as` would be scalarised.
+#[inline(always)]
+pub(crate) fn trunc_clamped(t: f32) -> i32 {
+    let c = if t > -256.0 { t } else { -256.0 };
+    let c = if c < 256.0 { c } else { 256.0 };
+    // SAFETY: `c` lies in −256..=256 (a NaN `t` fails the first compare and becomes −256), so it
+    // is finite and its truncation fits an `i32`, as `to_int_unchecked` requires.
+    unsafe { c.to_int_unchecked::<i32>() }
 }

@@ -79,21 +79,7 @@ impl QuantBlock for BlockTQ1_0 {
 
     #[inline(always)]
     fn quantize(x: &[f32], y: &mut [Self]) {
-        for (x, y) in x.chunks_exact(QK_K).zip(y) {
-            let Some((d, t)) = fast::trits(x) else {
-                Self::quantize_ref(x, std::slice::from_mut(y));
-                continue;
-            };
-            y.d = fp32_to_fp16(d).to_le_bytes();
-            y.qs[..32].copy_from_slice(&fast::pack_bytes::<32>(&t[..160]));
-            y.qs[32..].copy_from_slice(&fast::pack_bytes::<16>(&t[160..240]));
-            let mut qh = [0u8; 4];
-            for (j, qh) in qh.iter_mut().enumerate() {
-                let v = t[240 + j] * 27 + t[244 + j] * 9 + t[248 + j] * 3 + t[252 + j];
-                *qh = pack5(v * 3);
-            }
-            y.qh = qh;
-        }
+        crate::groups::for_groups(x, y);
     }
 
     fn quantize_ref(x: &[f32], y: &mut [Self]) {
@@ -162,20 +148,7 @@ impl QuantBlock for BlockTQ2_0 {
 
     #[inline(always)]
     fn quantize(x: &[f32], y: &mut [Self]) {
-        for (x, y) in x.chunks_exact(QK_K).zip(y) {
-            let Some((d, t)) = fast::trits(x) else {
-                Self::quantize_ref(x, std::slice::from_mut(y));
-                continue;
-            };
-            y.d = fp32_to_fp16(d).to_le_bytes();
-            for half in 0..2 {
-                let t = &t[half * 128..];
-                for m in 0..32 {
-                    y.qs[half * 32 + m] =
-                        t[m] | (t[m + 32] << 2) | (t[m + 64] << 4) | (t[m + 96] << 6);
-                }
-            }
-        }
+        crate::groups::for_groups(x, y);
     }
 
     fn quantize_ref(x: &[f32], y: &mut [Self]) {
@@ -210,52 +183,106 @@ impl QuantBlock for BlockTQ2_0 {
     }
 }
 
-/// Branch-free forms of the reference, equal to it byte for byte.
+/// The fast quantizers, equal to the reference byte for byte.
+///
+/// Blocks go through in lockstep groups (see [`crate::groups`]): each block's `max |x|` is
+/// reduced as integer bits, `1/d` and the f16 scale are computed with one block per lane, and the
+/// trits come from an element-wise `roundf` with the block's `1/d` broadcast. A block holding an
+/// infinity or a NaN (where the C's running maximum depends on the element order) or whose
+/// `1/d` overflows (C's conversions of ±inf are undefined; see `cconv`) goes to the reference.
 mod fast {
-    use super::QK_K;
+    use super::{BlockTQ1_0, BlockTQ2_0, QK_K, pack5};
+    use crate::f16::fp32_to_fp16_lanes;
+    use crate::groups::{
+        G, Lockstep, abs_max_bits, from_bits, inverse, low_bytes, reference, round_away,
+    };
 
-    /// The block's scale and its trit codes (0, 1, 2), or `None` when the reference must decide
-    /// (a NaN, or a scale whose inverse overflows).
+    /// A group's f16 scales and `1/d`, and which blocks the lanes reproduce.
     #[inline(always)]
-    pub(super) fn trits(x: &[f32]) -> Option<(f32, [u8; QK_K])> {
-        let mut m = [0.0f32; 8];
-        let mut nan = false;
-        for c in x.chunks_exact(8) {
-            for (m, &v) in m.iter_mut().zip(c) {
-                *m = m.max(v.abs());
-                nan |= v.is_nan();
-            }
+    fn scales(s: &[u32; G]) -> ([[u8; 2]; G], [f32; G], [bool; G]) {
+        let d = from_bits(s);
+        let id = inverse(d);
+        let exact = d.is_finite().and(id.is_finite()).to_bools();
+        (fp32_to_fp16_lanes(d.0).map(u16::to_le_bytes), id.0, exact)
+    }
+
+    /// The trit codes `lroundf(v·id) + 1` (0, 1 or 2: |v·id| ≤ 1 for a finite block).
+    #[inline(always)]
+    fn trits(x: &[f32; QK_K], id: f32) -> [u8; QK_K] {
+        let mut q = [0i32; QK_K];
+        for (q, &v) in q.iter_mut().zip(x) {
+            *q = round_away(v * id) + 1;
         }
-        let d = m.iter().fold(0.0f32, |a, &b| a.max(b));
-        let id = if d == 0.0 { 0.0 } else { 1.0 / d };
-        if nan || !id.is_finite() {
-            return None;
-        }
-        let mut t = [0u8; QK_K];
-        for (t, &v) in t.iter_mut().zip(x) {
-            // lroundf for |v·id| ≤ 1: truncate, then correct by the exact remainder.
-            let p = v * id;
-            #[expect(clippy::cast_possible_truncation, reason = "|p| ≤ 1")]
-            let r = p as i32;
-            let f = p - r as f32;
-            let q = r + i32::from(f >= 0.5) - i32::from(f <= -0.5) + 1;
-            #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "0..=2")]
-            {
-                *t = q as u8;
-            }
-        }
-        Some((d, t))
+        low_bytes(q)
     }
 
     /// Packs five trits per byte, `t[m + n·N]` for n = 0..5 into byte `m`, first most significant.
     #[inline(always)]
-    pub(super) fn pack_bytes<const N: usize>(t: &[u8]) -> [u8; N] {
+    fn pack_bytes<const N: usize>(t: &[u8]) -> [u8; N] {
         let mut out = [0u8; N];
         for (m, o) in out.iter_mut().enumerate() {
             let v = t[m] * 81 + t[m + N] * 27 + t[m + 2 * N] * 9 + t[m + 3 * N] * 3 + t[m + 4 * N];
-            *o = super::pack5(v);
+            *o = pack5(v);
         }
         out
+    }
+
+    impl Lockstep<QK_K> for BlockTQ1_0 {
+        type Stats = u32;
+
+        #[inline(always)]
+        fn stats(x: &[f32; QK_K]) -> u32 {
+            abs_max_bits(x)
+        }
+
+        #[inline(always)]
+        fn group(x: &[[f32; QK_K]; G], s: &[u32; G], y: &mut [Self; G]) {
+            let (dh, id, exact) = scales(s);
+            for b in 0..G {
+                if !exact[b] {
+                    reference(&x[b], &mut y[b]);
+                    continue;
+                }
+                let t = trits(&x[b], id[b]);
+                let mut qs = [0u8; 48];
+                qs[..32].copy_from_slice(&pack_bytes::<32>(&t[..160]));
+                qs[32..].copy_from_slice(&pack_bytes::<16>(&t[160..240]));
+                let mut qh = [0u8; 4];
+                for (j, qh) in qh.iter_mut().enumerate() {
+                    let v = t[240 + j] * 27 + t[244 + j] * 9 + t[248 + j] * 3 + t[252 + j];
+                    *qh = pack5(v * 3);
+                }
+                y[b] = BlockTQ1_0 { qs, qh, d: dh[b] };
+            }
+        }
+    }
+
+    impl Lockstep<QK_K> for BlockTQ2_0 {
+        type Stats = u32;
+
+        #[inline(always)]
+        fn stats(x: &[f32; QK_K]) -> u32 {
+            abs_max_bits(x)
+        }
+
+        #[inline(always)]
+        fn group(x: &[[f32; QK_K]; G], s: &[u32; G], y: &mut [Self; G]) {
+            let (dh, id, exact) = scales(s);
+            for b in 0..G {
+                if !exact[b] {
+                    reference(&x[b], &mut y[b]);
+                    continue;
+                }
+                let t = trits(&x[b], id[b]);
+                let mut qs = [0u8; 64];
+                for (q, t) in qs.chunks_exact_mut(32).zip(t.chunks_exact(128)) {
+                    for (m, q) in q.iter_mut().enumerate() {
+                        *q = t[m] | (t[m + 32] << 2) | (t[m + 64] << 4) | (t[m + 96] << 6);
+                    }
+                }
+                y[b] = BlockTQ2_0 { qs, d: dh[b] };
+            }
+        }
     }
 }
 

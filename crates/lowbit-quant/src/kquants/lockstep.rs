@@ -9,8 +9,8 @@
 //! lane's result; the comments at each such place say why.
 
 use super::GROUP_MAX_EPS;
-use super::lanes::V;
 use super::search::{Qkx2, fl};
+use crate::lanes::V;
 
 /// Transposes `L` sub-blocks of `N` consecutive elements into `N` rows of lanes.
 #[inline(always)]

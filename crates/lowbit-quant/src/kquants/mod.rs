@@ -17,7 +17,6 @@
 //! included. For a block containing NaN the bytes depend on which NaN payload each operation
 //! propagates, which is up to the compiler's operand order, in ggml's build as in this one.
 
-mod lanes;
 mod lockstep;
 mod q2_k;
 mod q3_k;
@@ -49,7 +48,7 @@ const GROUP_MAX_EPS: f32 = 1e-15;
 /// (infinities and NaN included) the C asserts in debug builds; release builds return whatever
 /// those bits say, and so does this port, which the callers then clamp as the C does.
 #[inline(always)]
-fn nearest_int(v: f32) -> i32 {
+pub(crate) fn nearest_int(v: f32) -> i32 {
     let biased = v + 12_582_912.0;
     #[expect(clippy::cast_possible_wrap, reason = "the bits are reinterpreted, as ggml does")]
     let bits = biased.to_bits() as i32;
@@ -86,6 +85,7 @@ fn get_scale_min_k4(j: usize, q: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
 
 /// Packs the eight 6-bit scales and mins of Q4_K / Q5_K, as the inverse of
 /// [`get_scale_min_k4`]. Values above 63 must already be clamped.
+#[inline(always)]
 fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8]) -> [u8; K_SCALE_SIZE] {
     let mut s = [0u8; K_SCALE_SIZE];
     for j in 0..8 {
@@ -103,6 +103,7 @@ fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8]) -> [u8; K_SCALE_SIZE] {
 
 /// The header of Q4_K and Q5_K: from the eight fitted scales and (negated) mins, the f16 `d`
 /// and `dmin` and the packed 6-bit scales and mins, as `quantize_row_q4_K_ref` computes them.
+#[inline(always)]
 fn scale_min_header(scales: &[f32; 8], mins: &[f32; 8]) -> ([u8; 2], [u8; 2], [u8; K_SCALE_SIZE]) {
     let mut max_scale = 0.0f32;
     let mut max_min = 0.0f32;
@@ -129,6 +130,7 @@ fn scale_min_header(scales: &[f32; 8], mins: &[f32; 8]) -> ([u8; 2], [u8; 2], [u
 /// The second pass of Q4_K and Q5_K: re-quantizes every sub-block of 32 against its decoded
 /// scale `d·sc` and min `dmin·m`, codes clamped to `0..=nmax`. Sub-blocks whose decoded scale is
 /// zero are skipped, keeping the codes already in `l`; returns a bit mask of them.
+#[inline(always)]
 fn requantize_scale_min(
     x: &[f32; QK_K],
     d: [u8; 2],
@@ -156,19 +158,19 @@ fn requantize_scale_min(
 }
 
 /// `GGML_FP32_TO_FP16`, stored little-endian.
-#[inline]
+#[inline(always)]
 fn f16_bytes(v: f32) -> [u8; 2] {
     fp32_to_fp16(v).to_le_bytes()
 }
 
 /// `GGML_FP16_TO_FP32` of a little-endian half.
-#[inline]
+#[inline(always)]
 fn f16_value(b: [u8; 2]) -> f32 {
     fp16_to_fp32(u16::from_le_bytes(b))
 }
 
 /// The 256 inputs of super-block `i`.
-#[inline]
+#[inline(always)]
 fn super_block(x: &[f32], i: usize) -> &[f32; QK_K] {
     x[i * QK_K..(i + 1) * QK_K].try_into().expect("a whole super-block")
 }
@@ -181,6 +183,7 @@ fn super_block_mut(x: &mut [f32], i: usize) -> &mut [f32; QK_K] {
 
 /// Packs 2-bit values as Q2_K and Q3_K do: in each 128-element half, byte `l` holds elements
 /// `l`, `l + 32`, `l + 64` and `l + 96` at bit offsets 0, 2, 4 and 6.
+#[inline(always)]
 fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8; QK_K / 4]) {
     for (half, out) in l.chunks_exact(128).zip(qs.chunks_exact_mut(32)) {
         for (k, q) in out.iter_mut().enumerate() {

@@ -44,6 +44,7 @@ const Q4SCALE: f32 = 15.0;
 
 /// The header from the sixteen fitted scales and (negated) mins: `d`, `dmin` and the packed
 /// nibbles.
+#[inline(always)]
 fn header(scales: &[f32; 16], mins: &[f32; 16]) -> BlockQ2K {
     let mut max_scale = 0.0f32;
     let mut max_min = 0.0f32;
@@ -80,6 +81,7 @@ fn header(scales: &[f32; 16], mins: &[f32; 16]) -> BlockQ2K {
 
 /// Re-quantizes every sub-block against its decoded scale and min; sub-blocks whose decoded
 /// scale is zero keep the codes already in `l`, and are returned as a bit mask.
+#[inline(always)]
 fn requantize(x: &[f32; QK_K], b: &BlockQ2K, l: &mut [u8; QK_K]) -> u16 {
     let d_all = f16_value(b.d);
     let dmin_all = f16_value(b.dmin);
@@ -120,6 +122,7 @@ fn quantize_block_ref(x: &[f32; QK_K]) -> BlockQ2K {
 const G: usize = 16;
 
 /// The fast quantizer for one super-block: the searches run `G` side by side.
+#[inline(always)]
 fn quantize_block(x: &[f32; QK_K]) -> BlockQ2K {
     let fit = lockstep::make_qkx2_quants::<16, 16, G>(P, x, lockstep::abs_weights);
     let mut b = header(&fit.scale, &fit.the_min);
@@ -143,6 +146,7 @@ impl QuantBlock for BlockQ2K {
         }
     }
 
+    #[inline(always)]
     fn quantize(x: &[f32], y: &mut [Self]) {
         for (i, b) in y.iter_mut().enumerate() {
             *b = quantize_block(super_block(x, i));

@@ -43,13 +43,14 @@ impl Default for BlockQ3K {
 const NMAX: i32 = 4;
 
 /// The 6-bit scale `j` (still offset by 32).
-#[inline]
+#[inline(always)]
 fn scale6(scales: &[u8; 12], j: usize) -> u8 {
     let low = if j < 8 { scales[j] & 0xf } else { scales[j - 8] >> 4 };
     low | (((scales[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)
 }
 
 /// The header from the sixteen fitted scales: `d` and the packed 6-bit scales.
+#[inline(always)]
 fn header(scales: &[f32; 16]) -> BlockQ3K {
     let mut max_scale = 0.0f32;
     let mut amax = 0.0f32;
@@ -83,6 +84,7 @@ fn header(scales: &[f32; 16]) -> BlockQ3K {
 
 /// Re-quantizes every sub-block against its decoded scale; sub-blocks whose decoded scale is
 /// zero keep the codes already in `l`, and are returned as a bit mask.
+#[inline(always)]
 fn requantize(x: &[f32; QK_K], b: &BlockQ3K, l: &mut [i8; QK_K]) -> u16 {
     let d_all = f16_value(b.d);
     let mut skipped = 0u16;
@@ -103,6 +105,7 @@ fn requantize(x: &[f32; QK_K], b: &BlockQ3K, l: &mut [i8; QK_K]) -> u16 {
 /// Moves the third bit of the codes (0..8) into `hmask` and packs the rest into `qs`.
 ///
 /// The C tests `L[j] > 3` and subtracts 4; for codes in 0..8 that is bit 2 and a mask.
+#[inline(always)]
 fn pack(l: &[i8; QK_K], b: &mut BlockQ3K) {
     let mut l2 = [0u8; QK_K];
     b.hmask = [0; QK_K / 8];
@@ -134,6 +137,7 @@ fn quantize_block_ref(x: &[f32; QK_K]) -> BlockQ3K {
 const G: usize = 4;
 
 /// The fast quantizer for one super-block: the searches run `G` side by side.
+#[inline(always)]
 fn quantize_block(x: &[f32; QK_K]) -> BlockQ3K {
     let fit = lockstep::make_q3_quants::<16, 16, G>(NMAX, x);
     let mut b = header(&fit.scale);
@@ -162,6 +166,7 @@ impl QuantBlock for BlockQ3K {
         }
     }
 
+    #[inline(always)]
     fn quantize(x: &[f32], y: &mut [Self]) {
         for (i, b) in y.iter_mut().enumerate() {
             *b = quantize_block(super_block(x, i));

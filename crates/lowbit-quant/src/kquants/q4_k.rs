@@ -55,6 +55,7 @@ fn weights(x: &[f32], w: &mut [f32; 32]) {
 }
 
 /// Packs the codes: two 32-element halves of each 64-element chunk share a byte.
+#[inline(always)]
 fn pack(l: &[u8; QK_K], qs: &mut [u8; QK_K / 2]) {
     for (chunk, q) in l.chunks_exact(64).zip(qs.chunks_exact_mut(32)) {
         for (k, q) in q.iter_mut().enumerate() {
@@ -84,6 +85,7 @@ fn quantize_block_ref(x: &[f32; QK_K]) -> BlockQ4K {
 const G: usize = 8;
 
 /// The fast quantizer for one super-block: the searches run `G` side by side.
+#[inline(always)]
 fn quantize_block(x: &[f32; QK_K]) -> BlockQ4K {
     let fit = lockstep::make_qkx2_quants::<32, 8, G>(P, x, lockstep::rms_weights);
     let (d, dmin, sc) = scale_min_header(&fit.scale, &fit.the_min);
@@ -108,6 +110,7 @@ impl QuantBlock for BlockQ4K {
         }
     }
 
+    #[inline(always)]
     fn quantize(x: &[f32], y: &mut [Self]) {
         for (i, b) in y.iter_mut().enumerate() {
             *b = quantize_block(super_block(x, i));

@@ -44,6 +44,7 @@ const NMAX: i32 = 32;
 
 /// The header from the sixteen fitted scales, or `None` when they are all (nearly) zero and the
 /// whole block is written as zeros.
+#[inline(always)]
 fn header(scales: &[f32; 16]) -> Option<([u8; 2], [i8; 16])> {
     let mut max_scale = 0.0f32;
     let mut max_abs_scale = 0.0f32;
@@ -68,6 +69,7 @@ fn header(scales: &[f32; 16]) -> Option<([u8; 2], [i8; 16])> {
 
 /// Re-quantizes every sub-block against its decoded scale; sub-blocks whose decoded scale is
 /// zero keep the codes already in `l`, and are returned as a bit mask.
+#[inline(always)]
 fn requantize(x: &[f32; QK_K], d: [u8; 2], sc: &[i8; 16], l: &mut [i8; QK_K]) -> u16 {
     let d_all = f16_value(d);
     let mut skipped = 0u16;
@@ -85,6 +87,7 @@ fn requantize(x: &[f32; QK_K], d: [u8; 2], sc: &[i8; 16], l: &mut [i8; QK_K]) ->
 }
 
 /// Packs the 6-bit codes into `ql` and `qh`.
+#[inline(always)]
 fn pack(l: &[i8; QK_K], b: &mut BlockQ6K) {
     for (h, half) in l.chunks_exact(128).enumerate() {
         let ql = &mut b.ql[64 * h..64 * h + 64];
@@ -121,6 +124,7 @@ fn quantize_block_ref(x: &[f32; QK_K]) -> BlockQ6K {
 const G: usize = 16;
 
 /// The fast quantizer for one super-block: the searches run `G` side by side.
+#[inline(always)]
 fn quantize_block(x: &[f32; QK_K]) -> BlockQ6K {
     let fit = lockstep::make_qx_quants::<16, 16, G>(NMAX, x);
     let Some((d, sc)) = header(&fit.scale) else {
@@ -153,6 +157,7 @@ impl QuantBlock for BlockQ6K {
         }
     }
 
+    #[inline(always)]
     fn quantize(x: &[f32], y: &mut [Self]) {
         for (i, b) in y.iter_mut().enumerate() {
             *b = quantize_block(super_block(x, i));

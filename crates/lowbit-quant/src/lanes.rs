@@ -1,4 +1,5 @@
-//! Fixed-width lanes of `f32` for the lockstep searches, written so that they vectorise.
+//! Fixed-width lanes of `f32`, written so that they vectorise: one sub-block per lane in the
+//! K-quants' lockstep searches, one block per lane in the block quantizers of [`crate::groups`].
 //!
 //! Every operation is an element-wise array expression of plain scalar operations. Once
 //! inlined, each one is a run of `L` identical scalar instructions, which LLVM's straight-line
@@ -12,11 +13,11 @@
 
 /// `L` lanes of `f32`.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct V<const L: usize>(pub(super) [f32; L]);
+pub(crate) struct V<const L: usize>(pub(crate) [f32; L]);
 
 /// `L` lane masks, each all ones (true) or all zeros (false).
 #[derive(Clone, Copy, Debug)]
-pub(super) struct M<const L: usize>([u32; L]);
+pub(crate) struct M<const L: usize>([u32; L]);
 
 /// Builds a mask lane from a condition.
 #[inline(always)]
@@ -27,7 +28,7 @@ fn mask(c: bool) -> u32 {
 impl<const L: usize> V<L> {
     /// Every lane `v`.
     #[inline(always)]
-    pub(super) fn splat(v: f32) -> Self {
+    pub(crate) fn splat(v: f32) -> Self {
         Self([v; L])
     }
 
@@ -63,68 +64,74 @@ impl<const L: usize> V<L> {
 
     /// `self + o`.
     #[inline(always)]
-    pub(super) fn add(self, o: Self) -> Self {
+    pub(crate) fn add(self, o: Self) -> Self {
         self.zip(o, |a, b| a + b)
     }
 
     /// `self − o`.
     #[inline(always)]
-    pub(super) fn sub(self, o: Self) -> Self {
+    pub(crate) fn sub(self, o: Self) -> Self {
         self.zip(o, |a, b| a - b)
     }
 
     /// `self · o`.
     #[inline(always)]
-    pub(super) fn mul(self, o: Self) -> Self {
+    pub(crate) fn mul(self, o: Self) -> Self {
         self.zip(o, |a, b| a * b)
     }
 
     /// `self / o`.
     #[inline(always)]
-    pub(super) fn div(self, o: Self) -> Self {
+    pub(crate) fn div(self, o: Self) -> Self {
         self.zip(o, |a, b| a / b)
     }
 
     /// `−self` (flips the sign bit, so `−0.0` and `+0.0` swap as in C).
     #[inline(always)]
-    pub(super) fn neg(self) -> Self {
+    pub(crate) fn neg(self) -> Self {
         self.map(|v| -v)
     }
 
     /// `fabsf`.
     #[inline(always)]
-    pub(super) fn abs(self) -> Self {
+    pub(crate) fn abs(self) -> Self {
         self.map(f32::abs)
     }
 
     /// `sqrtf`.
     #[inline(always)]
-    pub(super) fn sqrt(self) -> Self {
+    pub(crate) fn sqrt(self) -> Self {
         self.map(f32::sqrt)
     }
 
     /// `self > o`.
     #[inline(always)]
-    pub(super) fn gt(self, o: Self) -> M<L> {
+    pub(crate) fn gt(self, o: Self) -> M<L> {
         self.cmp(o, |a, b| a > b)
     }
 
     /// `self < o`.
     #[inline(always)]
-    pub(super) fn lt(self, o: Self) -> M<L> {
+    pub(crate) fn lt(self, o: Self) -> M<L> {
         self.cmp(o, |a, b| a < b)
     }
 
     /// `self == o`.
     #[inline(always)]
-    pub(super) fn eq(self, o: Self) -> M<L> {
+    pub(crate) fn eq(self, o: Self) -> M<L> {
         self.cmp(o, |a, b| a == b)
     }
 
     /// `self != o`.
     #[inline(always)]
-    pub(super) fn ne(self, o: Self) -> M<L> {
+    pub(crate) fn ne(self, o: Self) -> M<L> {
         self.cmp(o, |a, b| a != b)
+    }
+
+    /// `isfinite(self)`: neither infinite nor NaN.
+    #[inline(always)]
+    pub(crate) fn is_finite(self) -> M<L> {
+        self.abs().lt(Self::splat(f32::INFINITY))
     }
 
     /// `f32` image of `nearest_int(self)` clamped to `lo..=hi`, as `MAX(lo, MIN(hi, ·))` on
@@ -137,7 +144,7 @@ impl<const L: usize> V<L> {
     /// float clamp picks the same value as the integer clamp. Staying in floats avoids integer
     /// min/max, which baseline x86-64 lacks.
     #[inline(always)]
-    pub(super) fn code(self, lo: Self, hi: Self) -> Self {
+    pub(crate) fn code(self, lo: Self, hi: Self) -> Self {
         let l = self.map(|v| {
             let m = (v + 12_582_912.0).to_bits() & 0x007f_ffff;
             f32::from_bits(m | 0x4b00_0000) - 12_582_912.0
@@ -147,13 +154,13 @@ impl<const L: usize> V<L> {
 
     /// C's `a > b ? a : b`, lane by lane (one SSE `maxps`).
     #[inline(always)]
-    pub(super) fn max_c(self, o: Self) -> Self {
+    pub(crate) fn max_c(self, o: Self) -> Self {
         self.zip(o, |a, b| if a > b { a } else { b })
     }
 
     /// C's `a < b ? a : b`, lane by lane (one SSE `minps`).
     #[inline(always)]
-    pub(super) fn min_c(self, o: Self) -> Self {
+    pub(crate) fn min_c(self, o: Self) -> Self {
         self.zip(o, |a, b| if a < b { a } else { b })
     }
 }
@@ -171,19 +178,25 @@ impl<const L: usize> M<L> {
 
     /// Lane-wise and.
     #[inline(always)]
-    pub(super) fn and(self, o: Self) -> Self {
+    pub(crate) fn and(self, o: Self) -> Self {
         self.zip(o, |a, b| a & b)
+    }
+
+    /// Lane-wise or.
+    #[inline(always)]
+    pub(crate) fn or(self, o: Self) -> Self {
+        self.zip(o, |a, b| a | b)
     }
 
     /// Lane-wise not.
     #[inline(always)]
-    pub(super) fn not(self) -> Self {
+    pub(crate) fn not(self) -> Self {
         self.zip(self, |a, _| !a)
     }
 
     /// `self ? a : b`, lane by lane.
     #[inline(always)]
-    pub(super) fn select(self, a: V<L>, b: V<L>) -> V<L> {
+    pub(crate) fn select(self, a: V<L>, b: V<L>) -> V<L> {
         let mut out = a.0;
         for (o, (&m, &b)) in out.iter_mut().zip(self.0.iter().zip(&b.0)) {
             *o = f32::from_bits((m & o.to_bits()) | (!m & b.to_bits()));
@@ -193,13 +206,13 @@ impl<const L: usize> M<L> {
 
     /// Whether any lane is true.
     #[inline(always)]
-    pub(super) fn any(self) -> bool {
+    pub(crate) fn any(self) -> bool {
         self.0.iter().fold(0, |a, &m| a | m) != 0
     }
 
     /// The lanes as booleans.
     #[inline(always)]
-    pub(super) fn to_bools(self) -> [bool; L] {
+    pub(crate) fn to_bools(self) -> [bool; L] {
         let mut out = [false; L];
         for (o, &m) in out.iter_mut().zip(&self.0) {
             *o = m != 0;
