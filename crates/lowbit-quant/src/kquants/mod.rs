@@ -55,6 +55,18 @@ pub(crate) fn nearest_int(v: f32) -> i32 {
     (bits & 0x007f_ffff) - 0x0040_0000
 }
 
+/// Q4_K and Q5_K sub-block weights, as ggml's reference computes them: `sqrt(Σx²/32) + |x|`.
+fn rms_abs_weights(x: &[f32], w: &mut [f32; 32]) {
+    let mut sum_x2 = 0.0f32;
+    for &v in x {
+        sum_x2 += v * v;
+    }
+    let av_x = (sum_x2 / 32.0).sqrt();
+    for (w, &v) in w.iter_mut().zip(x) {
+        *w = av_x + v.abs();
+    }
+}
+
 /// C's conversion of an `int` to `uint8_t`: the low byte.
 #[inline(always)]
 #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "modulo 256, as in C")]

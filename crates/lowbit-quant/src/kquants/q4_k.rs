@@ -8,8 +8,8 @@
 use super::lockstep;
 use super::search::{Qkx2, make_qkx2_quants};
 use super::{
-    K_SCALE_SIZE, QK_K, f16_value, get_scale_min_k4, requantize_scale_min, scale_min_header,
-    super_block, super_block_mut,
+    K_SCALE_SIZE, QK_K, f16_value, get_scale_min_k4, requantize_scale_min, rms_abs_weights,
+    scale_min_header, super_block, super_block_mut,
 };
 use crate::QuantBlock;
 use lowbit_dtype::GgmlType;
@@ -42,18 +42,6 @@ impl Default for BlockQ4K {
 /// The search parameters of this type.
 const P: Qkx2 = Qkx2::Q4_K;
 
-/// Sub-block weights: `sqrt(Σx²/32) + |x|`.
-fn weights(x: &[f32], w: &mut [f32; 32]) {
-    let mut sum_x2 = 0.0f32;
-    for &v in x {
-        sum_x2 += v * v;
-    }
-    let av_x = (sum_x2 / 32.0).sqrt();
-    for (w, &v) in w.iter_mut().zip(x) {
-        *w = av_x + v.abs();
-    }
-}
-
 /// Packs the codes: two 32-element halves of each 64-element chunk share a byte.
 #[inline(always)]
 fn pack(l: &[u8; QK_K], qs: &mut [u8; QK_K / 2]) {
@@ -71,7 +59,7 @@ fn quantize_block_ref(x: &[f32; QK_K]) -> BlockQ4K {
     let mut mins = [0.0f32; 8];
     let mut w = [0.0f32; 32];
     for (j, (xs, ls)) in x.chunks_exact(32).zip(l.chunks_exact_mut(32)).enumerate() {
-        weights(xs, &mut w);
+        rms_abs_weights(xs, &mut w);
         (scales[j], mins[j]) = make_qkx2_quants(P, xs, &w, ls);
     }
     let (d, dmin, sc) = scale_min_header(&scales, &mins);
