@@ -68,6 +68,7 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
         cancel: Some(&cancel),
         progress: Some(&progress),
         source_name,
+        chunk_bytes: lowbit_convert::CHUNK_BYTES,
     };
     let start = Instant::now();
     let written =

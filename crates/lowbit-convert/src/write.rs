@@ -38,6 +38,9 @@ pub struct Options<'a> {
     pub progress: Option<&'a (dyn Fn(u64, u64) + Sync)>,
     /// Recorded in `lowbit.source`: the input's file name.
     pub source_name: String,
+    /// Output bytes per chunk ([`CHUNK_BYTES`] by default; tests use small chunks so that small
+    /// tensors span many of them). The bytes written do not depend on it.
+    pub chunk_bytes: u64,
 }
 
 /// What was written.
@@ -100,11 +103,11 @@ struct Chunk {
     rows: std::ops::Range<u64>,
 }
 
-fn chunks(plan: &Plan) -> Vec<Chunk> {
+fn chunks(plan: &Plan, chunk_bytes: u64) -> Vec<Chunk> {
     let mut out = Vec::new();
     for (i, t) in plan.tensors.iter().enumerate() {
         let row_bytes = t.ty.row_bytes(t.row_len()).unwrap_or(1).max(1);
-        let per_chunk = (CHUNK_BYTES / row_bytes).max(1);
+        let per_chunk = (chunk_bytes / row_bytes).max(1);
         let mut r = 0;
         loop {
             let end = (r + per_chunk).min(t.n_rows());
@@ -237,7 +240,7 @@ pub fn write_gguf(
     let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.threads).build().map_err(|e| {
         Error::Plan { tensor: String::new(), reason: format!("cannot start threads: {e}") }
     })?;
-    let chunks = chunks(plan);
+    let chunks = chunks(plan, opts.chunk_bytes);
     let total: u64 = plan.tensors.iter().map(PlannedTensor::numel).sum();
     let done = AtomicU64::new(0);
     let cancelled = || opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed));
@@ -274,7 +277,7 @@ pub fn write_gguf(
                 let row_bytes = t.ty.row_bytes(t.row_len()).unwrap_or(0);
                 #[expect(
                     clippy::cast_possible_truncation,
-                    reason = "a chunk is at most CHUNK_BYTES"
+                    reason = "a chunk is at most `chunk_bytes`, or one row"
                 )]
                 let mut bytes = vec![0u8; ((c.rows.end - c.rows.start) * row_bytes) as usize];
                 pool.install(|| {
