@@ -1,5 +1,6 @@
-"""Prints, as JSON, what the `gguf` package's GGUFReader sees in each GGUF file given, including
-the values of tensors it can dequantize (as float32 lists), so lowbit's reading can be compared.
+"""Prints, as JSON, what the `gguf` package's GGUFReader sees in each GGUF file given: metadata
+values typed as the package decodes them (numbers, strings, lists), and the values of tensors it
+can dequantize (as float32 bit patterns), so lowbit's reading can be compared.
 Usage: python gguf_read.py FILE...
 """
 
@@ -18,7 +19,8 @@ def main(paths: list[str]) -> None:
         for f in r.fields.values():
             if f.name.startswith("GGUF."):
                 continue
-            kv[f.name] = str(f.contents())
+            value = f.contents()
+            kv[f.name] = value.tolist() if hasattr(value, "tolist") else value
         tensors = []
         for t in r.tensors:
             entry = {

@@ -1,38 +1,83 @@
-//! Every malformed input gets one clear line naming the file, exit code 1, and no panic.
+//! Every malformed or unconvertible input gets one clear line naming the file (and the tensor
+//! where there is one), exit code 1, no panic and no output file, from `inspect`, `convert` and
+//! `convert --dry-run` alike; and the dry run refuses with exactly the real run's words.
 
 use crate::support::{lowbit, root};
-use lowbit_fixtures::bad::cases;
+use lowbit_fixtures::bad::{BadCase, cases};
+use std::path::Path;
+
+/// What is wrong with one run's outcome (empty when it is what the case expects).
+fn problems(out: &std::process::Output, rel: &str, want: Option<&[&str]>) -> Vec<String> {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut problems = Vec::new();
+    if stderr.contains("panicked") {
+        problems.push("panicked".into());
+    }
+    let Some(want) = want else {
+        if !out.status.success() {
+            problems.push(format!("failed on a valid file: {stderr}"));
+        }
+        return problems;
+    };
+    if out.status.code() != Some(1) {
+        problems.push(format!("exit code {:?}", out.status.code()));
+    }
+    if stderr.lines().count() != 1 || !stderr.starts_with("error: ") {
+        problems.push("not one `error: …` line".into());
+    }
+    if !stderr.contains(rel) {
+        problems.push(format!("does not name {rel}"));
+    }
+    for w in want {
+        if !stderr.contains(w) {
+            problems.push(format!("lacks {w:?}"));
+        }
+    }
+    if !out.stdout.is_empty() {
+        problems.push("printed to stdout".into());
+    }
+    problems
+}
+
+fn convert(case: &BadCase, out_dir: &Path, dry_run: bool) -> std::process::Output {
+    let rel = format!("fixtures/bad/{}", case.name);
+    let out = out_dir.join("out.gguf");
+    let mut args = vec!["convert", &rel, "-o", out.to_str().unwrap(), "--to", "gguf:q8_0"];
+    args.extend_from_slice(case.convert_args);
+    if dry_run {
+        args.push("--dry-run");
+    }
+    lowbit(&args)
+}
 
 #[test]
-fn each_bad_fixture_fails_cleanly() {
+fn each_bad_fixture_fails_cleanly_in_every_command() {
     let mut failures = Vec::new();
     for case in cases() {
         let rel = format!("fixtures/bad/{}", case.name);
-        let out = lowbit(&["inspect", &rel]);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let mut problems = Vec::new();
-        if out.status.code() != Some(1) {
-            problems.push(format!("exit code {:?}", out.status.code()));
+        let inspect = lowbit(&["inspect", &rel]);
+        for p in problems(&inspect, &rel, case.inspect) {
+            failures.push(format!("{}: inspect: {p}", case.name));
         }
-        if stderr.contains("panicked") {
-            problems.push("panicked".into());
-        }
-        if stderr.lines().count() != 1 || !stderr.starts_with("error: ") {
-            problems.push("not one `error: …` line".into());
-        }
-        if !stderr.contains(&rel) {
-            problems.push(format!("does not name {rel}"));
-        }
-        for want in case.expect {
-            if !stderr.contains(want) {
-                problems.push(format!("lacks {want:?}"));
+        let dir = tempfile::tempdir().unwrap();
+        let real = convert(&case, dir.path(), false);
+        let dry = convert(&case, dir.path(), true);
+        for (what, out) in [("convert", &real), ("convert --dry-run", &dry)] {
+            for p in problems(out, &rel, Some(case.convert)) {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                failures.push(format!("{}: {what}: {p} — stderr: {stderr}", case.name));
             }
         }
-        if !out.stdout.is_empty() {
-            problems.push("printed to stdout".into());
+        if real.stderr != dry.stderr {
+            failures.push(format!(
+                "{}: the dry run refuses differently: {:?} vs {:?}",
+                case.name,
+                String::from_utf8_lossy(&dry.stderr),
+                String::from_utf8_lossy(&real.stderr)
+            ));
         }
-        if !problems.is_empty() {
-            failures.push(format!("{}: {} — stderr: {stderr}", case.name, problems.join(", ")));
+        if std::fs::read_dir(dir.path()).unwrap().next().is_some() {
+            failures.push(format!("{}: convert left a file behind", case.name));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -56,6 +101,12 @@ fn missing_and_unreadable_paths() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // A device is not a checkpoint, and is not read to its (endless) end.
+    let out = lowbit(&["inspect", "/dev/zero"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/dev/zero") && stderr.contains("not a regular file"), "{stderr}");
 }
 
 #[test]
@@ -68,8 +119,10 @@ fn inputs_are_never_modified() {
             (p, bytes)
         })
         .collect();
+    let dir = tempfile::tempdir().unwrap();
     for case in cases() {
         let _ = lowbit(&["inspect", &format!("fixtures/bad/{}", case.name)]);
+        let _ = convert(&case, dir.path(), false);
     }
     for (p, bytes) in before {
         assert_eq!(std::fs::read(root().join("fixtures/bad").join(&p)).unwrap(), bytes, "{p}");

@@ -148,8 +148,8 @@ fn flux_dev_sized_headers() {
     );
 
     let gg = dir.path().join("flux1-dev-q8_0.gguf");
-    let layout = lowbit_fixtures::bench_gguf_layout(&tensors).unwrap();
-    sparse(&gg, &layout.header, layout.data_len);
+    let (header, data_len) = lowbit_fixtures::gguf::flux_q8_0_header(&tensors);
+    sparse(&gg, &header, data_len);
     let r = inspect_json(&gg);
     assert_eq!(r["format"], "gguf");
     assert_eq!(r["naming"], "bfl");
@@ -158,7 +158,8 @@ fn flux_dev_sized_headers() {
     assert_eq!(qkv["type"], "Q8_0");
     assert_eq!(qkv["bits_per_weight"], 8.5);
     assert_eq!(tensor(&r, "img_in.bias")["type"], "F32");
-    assert_eq!(r["metadata"]["general.architecture"], "\"flux\"");
+    assert_eq!(r["metadata"]["general.architecture"], "flux");
+    assert_eq!(r["metadata"]["general.file_type"], 7, "numbers are JSON numbers");
 }
 
 #[test]

@@ -85,20 +85,43 @@ fn gguf_dense_values_match_the_package() {
     }
 }
 
-/// A GGUF laid out by `lowbit_gguf::Layout` reads back identically in the `gguf` package.
+/// A GGUF laid out by `lowbit_gguf::Layout` reads back identically in the `gguf` package:
+/// tensors, and metadata of every kind (arrays included), which lowbit's reader decodes lazily
+/// and `inspect --json` prints typed.
 #[test]
 fn our_gguf_layout_reads_in_the_package() {
+    use lowbit_gguf::{Array, Layout, Value as V, type_id};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny-q8_0.gguf");
-    let layout = lowbit_fixtures::bench_gguf_layout(&FluxConfig::TINY.tensors()).unwrap();
+    let kvs = vec![
+        ("general.architecture".to_owned(), V::String("flux".into())),
+        ("general.file_type".to_owned(), V::U32(7)),
+        ("test.bool".to_owned(), V::Bool(true)),
+        ("test.f32".to_owned(), V::F32(-0.375)),
+        ("test.i64".to_owned(), V::I64(-(1 << 40))),
+        ("test.i32s".to_owned(), V::Array(Array::new(type_id::I32, vec![V::I32(-1), V::I32(7)]))),
+        ("test.f32s".to_owned(), V::Array(Array::new(type_id::F32, vec![V::F32(0.5), V::F32(-2.0)]))),
+        (
+            "test.strings".to_owned(),
+            V::Array(Array::new(type_id::STRING, vec![V::String("a=b".into()), V::String("é".into())])),
+        ),
+        ("test.u8s".to_owned(), V::Array(Array::new(type_id::U8, (0..40).map(V::U8).collect()))),
+    ];
+    let tensors = FluxConfig::TINY.tensors().into_iter().map(|(name, shape)| {
+        let ty = if shape.len() == 2 { GgmlType::Q8_0 } else { GgmlType::F32 };
+        (name, shape.iter().rev().copied().collect(), ty)
+    });
+    let layout = Layout::new(&kvs, tensors, lowbit_gguf::DEFAULT_ALIGNMENT).unwrap();
     let mut bytes = layout.header.clone();
     // Zero data: every Q8_0 block decodes to zeros, every F32 to 0.0.
     bytes.resize(bytes.len() + usize::try_from(layout.data_len).unwrap(), 0);
     std::fs::write(&path, bytes).unwrap();
     let reference: Value = serde_json::from_str(&run_python("gguf_read.py", &[&path])).unwrap();
     let theirs = &reference[path.to_str().unwrap()];
-    assert_eq!(theirs["kv"]["general.architecture"], "flux");
     let ours = inspect_json(&path);
+    for (key, _) in &kvs {
+        assert_eq!(ours["metadata"][key], theirs["kv"][key], "{key}");
+    }
     let ours_t = by_name(&ours["tensors"]);
     let theirs_t = by_name(&theirs["tensors"]);
     assert_eq!(ours_t.len(), theirs_t.len());

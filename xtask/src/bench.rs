@@ -3,7 +3,7 @@
 //! package, on the same FLUX-like matrix (see [`quant`]).
 //!
 //! For `bench-inspect`, the inputs are sparse files: a real 780-tensor FLUX.1-dev header (BF16 safetensors, and a
-//! Q8_0 GGUF laid out by `lowbit_gguf::Layout`) followed by a hole of the full data size, so the
+//! Q8_0 GGUF header from `lowbit_fixtures::gguf`) followed by a hole of the full data size, so the
 //! files are 23.8 GB and 12.6 GB to every reader while costing no disk.
 //! The peers, timed in the same run when the interop venv exists, are the `safetensors` Python
 //! package listing names and shapes, and `gguf`'s `GGUFReader`.
@@ -54,8 +54,8 @@ pub(crate) fn inspect() -> anyhow::Result<()> {
     sparse(&st, &header, data_len)?;
 
     let gg = dir.join("flux1-dev-q8_0.gguf");
-    let layout = lowbit_fixtures::bench_gguf_layout(&tensors)?;
-    sparse(&gg, &layout.header, layout.data_len)?;
+    let (header, data_len) = lowbit_fixtures::gguf::flux_q8_0_header(&tensors);
+    sparse(&gg, &header, data_len)?;
 
     let python = root.join("target/interop-venv/bin/python");
     println!(

@@ -14,3 +14,9 @@ mod source;
 
 pub use error::Error;
 pub use open::{Checkpoint, Format, Metadata, StorageType, Tensor};
+
+/// The GGUF metadata types that [`Metadata::Gguf`] holds, so that users of this crate need not
+/// depend on `lowbit-gguf` to read them.
+pub mod gguf {
+    pub use lowbit_gguf::{Array, Value, type_id};
+}

@@ -128,6 +128,8 @@ pub struct Checkpoint {
     path: PathBuf,
     format: Format,
     files: Vec<Source>,
+    /// The index file of a sharded checkpoint, with its device and inode.
+    index: Option<(PathBuf, (u64, u64))>,
     tensors: Vec<Tensor>,
     by_name: HashMap<String, usize>,
     metadata: Metadata,
@@ -144,13 +146,7 @@ impl Checkpoint {
         let path = path.as_ref();
         let meta =
             std::fs::metadata(path).map_err(|e| Error::Io { path: path.to_owned(), source: e })?;
-        let mut ckpt = if meta.is_dir() {
-            open_dir(path)?
-        } else if path.to_string_lossy().ends_with(".json") {
-            open_index(path)?
-        } else {
-            open_file(path)?
-        };
+        let mut ckpt = if meta.is_dir() { open_dir(path)? } else { open_file(path)? };
         ckpt.path = path.to_owned();
         ckpt.by_name = ckpt.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
         Ok(ckpt)
@@ -191,6 +187,25 @@ impl Checkpoint {
         self.files.iter().map(|f| f.path.as_path())
     }
 
+    /// Every file read to open the checkpoint (the shards, and the index of a sharded one), each
+    /// with the device and inode it had when opened. A writer compares its output with these,
+    /// so that no spelling of a path (links, `..`, bind mounts) can make it replace an input.
+    pub fn input_files(&self) -> impl Iterator<Item = (&Path, (u64, u64))> {
+        self.files
+            .iter()
+            .map(|f| (f.path.as_path(), f.id))
+            .chain(self.index.iter().map(|(p, id)| (p.as_path(), *id)))
+    }
+
+    /// The elements of a metadata array of a GGUF checkpoint, decoded one at a time.
+    pub fn array_items<'a>(
+        &'a self,
+        array: &'a crate::gguf::Array,
+    ) -> impl Iterator<Item = Value> + 'a {
+        let file: &[u8] = if self.format == Format::Gguf { self.files[0].bytes() } else { &[] };
+        array.items(file)
+    }
+
     /// The file holding a tensor.
     #[must_use]
     pub fn file_of(&self, t: &Tensor) -> &Path {
@@ -216,55 +231,95 @@ fn empty(
     tensors: Vec<Tensor>,
     metadata: Metadata,
 ) -> Checkpoint {
-    Checkpoint { path: PathBuf::new(), format, files, tensors, by_name: HashMap::new(), metadata }
+    Checkpoint {
+        path: PathBuf::new(),
+        format,
+        files,
+        index: None,
+        tensors,
+        by_name: HashMap::new(),
+        metadata,
+    }
 }
 
 fn has_ext(path: &Path, ext: &str) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext))
 }
 
+/// What a file's first bytes say it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Gguf,
+    Safetensors,
+    Index,
+}
+
+/// Recognises a file by its content: the `GGUF` magic; a safetensors header (8-byte length, then
+/// a JSON object); a JSON object (an index). When the content matches nothing, the extension
+/// picks the parser whose error explains what is wrong; it never overrides the content.
+fn sniff(path: &Path, bytes: &[u8]) -> Option<Kind> {
+    if bytes.starts_with(b"GGUF") {
+        return Some(Kind::Gguf);
+    }
+    let header_len = bytes.first_chunk::<8>().map(|b| u64::from_le_bytes(*b));
+    let st = bytes.get(8) == Some(&b'{');
+    let json = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    match (st, json) {
+        (true, true) => {
+            // Both readings start with `{`: a safetensors header length must fit the file.
+            let fits = header_len.is_some_and(|n| n <= bytes.len() as u64 - 8);
+            return Some(if fits { Kind::Safetensors } else { Kind::Index });
+        }
+        (true, false) => return Some(Kind::Safetensors),
+        (false, true) => return Some(Kind::Index),
+        (false, false) => {}
+    }
+    if has_ext(path, "gguf") {
+        Some(Kind::Gguf)
+    } else if has_ext(path, "safetensors") || has_ext(path, "sft") {
+        Some(Kind::Safetensors)
+    } else if has_ext(path, "json") {
+        Some(Kind::Index)
+    } else {
+        None
+    }
+}
+
 fn open_file(path: &Path) -> Result<Checkpoint, Error> {
     let src = Source::open(path)?;
-    let bytes = src.bytes();
-    let is_gguf = if has_ext(path, "gguf") {
-        true
-    } else if has_ext(path, "safetensors") || has_ext(path, "sft") {
-        false
-    } else if bytes.starts_with(b"GGUF") {
-        true
-    } else if bytes.get(8) == Some(&b'{') {
-        false
-    } else {
-        return Err(Error::NotACheckpoint {
+    match sniff(path, src.bytes()) {
+        Some(Kind::Gguf) => open_gguf(src),
+        Some(Kind::Index) => open_index(src),
+        Some(Kind::Safetensors) => {
+            let (tensors, meta) = safetensors_tensors(&src, 0)?;
+            Ok(empty(Format::Safetensors, vec![src], tensors, Metadata::Safetensors(meta)))
+        }
+        None => Err(Error::NotACheckpoint {
             path: path.to_owned(),
-            reason: "not a safetensors or GGUF file (no GGUF magic, no JSON header)".into(),
-        });
-    };
-    if is_gguf {
-        let g =
-            Gguf::parse(bytes).map_err(|source| Error::Gguf { path: path.to_owned(), source })?;
-        let tensors = g
-            .tensors()
-            .iter()
-            .map(|t| Tensor {
-                name: t.name.clone(),
-                shape: t.shape(),
-                ty: StorageType::Ggml(t.ty),
-                params: t.numel(),
-                bytes: t.size,
-                file: 0,
-                offset: g.data_start() + t.offset,
-            })
-            .collect();
-        let metadata = Metadata::Gguf {
-            version: g.version(),
-            alignment: g.alignment(),
-            kvs: g.kvs().to_vec(),
-        };
-        return Ok(empty(Format::Gguf, vec![src], tensors, metadata));
+            reason: "not a safetensors, GGUF or index file (no GGUF magic, no JSON header)".into(),
+        }),
     }
-    let (tensors, meta) = safetensors_tensors(&src, 0)?;
-    Ok(empty(Format::Safetensors, vec![src], tensors, Metadata::Safetensors(meta)))
+}
+
+fn open_gguf(src: Source) -> Result<Checkpoint, Error> {
+    let g = Gguf::parse(src.bytes())
+        .map_err(|source| Error::Gguf { path: src.path.clone(), source })?;
+    let tensors = g
+        .tensors()
+        .iter()
+        .map(|t| Tensor {
+            name: t.name.clone(),
+            shape: t.shape(),
+            ty: StorageType::Ggml(t.ty),
+            params: t.numel(),
+            bytes: t.size,
+            file: 0,
+            offset: g.data_start() + t.offset,
+        })
+        .collect();
+    let (version, alignment) = (g.version(), g.alignment());
+    let metadata = Metadata::Gguf { version, alignment, kvs: g.into_kvs() };
+    Ok(empty(Format::Gguf, vec![src], tensors, metadata))
 }
 
 fn safetensors_tensors(
@@ -310,7 +365,7 @@ fn open_dir(dir: &Path) -> Result<Checkpoint, Error> {
     let singles = named(".safetensors");
     let ggufs = named(".gguf");
     match (indexes.len(), singles.len(), ggufs.len()) {
-        (1, _, _) => return open_index(indexes[0]),
+        (1, _, _) => return open_file(indexes[0]),
         (n, _, _) if n > 1 => {
             return Err(Error::NotACheckpoint {
                 path: dir.to_owned(),
@@ -342,16 +397,17 @@ fn open_dir(dir: &Path) -> Result<Checkpoint, Error> {
     })
 }
 
-fn open_index(index: &Path) -> Result<Checkpoint, Error> {
+fn open_index(src: Source) -> Result<Checkpoint, Error> {
+    let index = src.path.as_path();
     let bad = |reason: String| Error::Index { path: index.to_owned(), reason };
-    let io = |source| Error::Io { path: index.to_owned(), source };
-    let len = std::fs::metadata(index).map_err(&io)?.len();
+    let len = src.bytes().len() as u64;
     if len > MAX_INDEX_LEN {
         return Err(bad(format!("index is {len} bytes, above the {MAX_INDEX_LEN}-byte limit")));
     }
-    let text = std::fs::read_to_string(index).map_err(&io)?;
+    let text = std::str::from_utf8(src.bytes())
+        .map_err(|e| bad(format!("not valid UTF-8 (at byte {})", e.valid_up_to())))?;
     let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
     let Some(map) = json.get("weight_map").and_then(serde_json::Value::as_object) else {
         return Err(bad("no `weight_map` object".into()));
     };
@@ -406,5 +462,7 @@ fn open_index(index: &Path) -> Result<Checkpoint, Error> {
         files.push(src);
     }
     let metadata = Metadata::Safetensors(metadata.unwrap_or_default());
-    Ok(empty(Format::ShardedSafetensors, files, tensors, metadata))
+    let mut ckpt = empty(Format::ShardedSafetensors, files, tensors, metadata);
+    ckpt.index = Some((index.to_owned(), src.id));
+    Ok(ckpt)
 }

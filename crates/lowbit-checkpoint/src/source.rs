@@ -18,6 +18,8 @@ const MAP_THRESHOLD: u64 = 64 * 1024;
 #[derive(Debug)]
 pub(crate) struct Source {
     pub(crate) path: PathBuf,
+    /// Device and inode, from the open file itself (not the path, which may change).
+    pub(crate) id: (u64, u64),
     file: std::fs::File,
     bytes: Bytes,
 }
@@ -32,9 +34,21 @@ impl Source {
     pub(crate) fn open(path: &Path) -> Result<Source, Error> {
         let io = |source| Error::Io { path: path.to_owned(), source };
         let file = std::fs::File::open(path).map_err(&io)?;
-        let len = file.metadata().map_err(&io)?.len();
+        let meta = file.metadata().map_err(&io)?;
+        if !meta.is_file() {
+            return Err(Error::NotACheckpoint {
+                path: path.to_owned(),
+                reason: "not a regular file".into(),
+            });
+        }
+        let len = meta.len();
+        let id = (std::os::unix::fs::MetadataExt::dev(&meta), std::os::unix::fs::MetadataExt::ino(&meta));
         let bytes = if len < MAP_THRESHOLD {
-            Bytes::Owned(std::fs::read(path).map_err(&io)?)
+            // At most the length seen above, even if the file grows meanwhile.
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(&file, len), &mut v)
+                .map_err(&io)?;
+            Bytes::Owned(v)
         } else {
             // SAFETY: the map is read-only and private to this process. lowbit never writes to its
             // inputs; if another process truncates the file while it is mapped, reads of the lost
@@ -42,16 +56,18 @@ impl Source {
             // the `safetensors` Python package's included.
             Bytes::Mapped(unsafe { Mmap::map(&file) }.map_err(io)?)
         };
-        Ok(Source { path: path.to_owned(), file, bytes })
+        Ok(Source { path: path.to_owned(), id, file, bytes })
     }
 
     /// Reads `buf.len()` bytes at `offset` without going through the mapping.
     pub(crate) fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         match &self.bytes {
             Bytes::Owned(v) => {
-                let start = usize::try_from(offset).map_err(std::io::Error::other)?;
-                let src =
-                    v.get(start..start + buf.len()).ok_or(std::io::ErrorKind::UnexpectedEof)?;
+                let src = usize::try_from(offset)
+                    .ok()
+                    .and_then(|start| Some(start..start.checked_add(buf.len())?))
+                    .and_then(|range| v.get(range))
+                    .ok_or(std::io::ErrorKind::UnexpectedEof)?;
                 buf.copy_from_slice(src);
                 Ok(())
             }

@@ -13,7 +13,8 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// List every tensor with its storage type and bits per weight, and summarise by type and block.
+    /// Summarise a checkpoint: architecture, totals, bits per weight by type and by block, metadata;
+    /// --tensors lists every tensor too.
     ///
     /// PATH is a .safetensors file, a *.safetensors.index.json, a directory holding one (such as a
     /// diffusers transformer/ folder), or a .gguf file. Only headers are read.
@@ -31,7 +32,7 @@ pub(crate) enum Command {
 pub(crate) struct ConvertArgs {
     /// Checkpoint to convert.
     pub(crate) input: PathBuf,
-    /// Output file.
+    /// Output file. Its extension must be the target's (.gguf) unless --force-extension.
     #[arg(short, long, value_name = "OUT.gguf")]
     pub(crate) output: PathBuf,
     /// Target: gguf:TYPE with TYPE one of f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k q4_k q5_k
@@ -49,15 +50,28 @@ pub(crate) struct ConvertArgs {
     /// Output tensor naming.
     #[arg(long, value_enum, default_value_t = Names::Bfl)]
     pub(crate) names: Names,
-    /// Print the plan (each tensor, its type, size and why) and write nothing.
+    /// Print the plan (each tensor, its type, size and why) and write nothing. It refuses
+    /// exactly what a real run refuses, output checks included.
     #[arg(long)]
     pub(crate) dry_run: bool,
-    /// Worker threads (default: one per core).
-    #[arg(long, default_value_t = 0)]
+    /// Worker threads, 1 to 1024 (default: one per core).
+    #[arg(long, default_value_t = 0, value_parser = threads)]
     pub(crate) threads: usize,
+    /// Write the output even if its extension is not the target format's.
+    #[arg(long)]
+    pub(crate) force_extension: bool,
     /// Write NaN or infinite weights instead of stopping at the first one.
     #[arg(long)]
     pub(crate) allow_non_finite: bool,
+}
+
+/// Parses `--threads`: 0 (one per core) up to lowbit's bound.
+fn threads(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if n > lowbit_convert::MAX_THREADS {
+        return Err(format!("at most {} threads", lowbit_convert::MAX_THREADS));
+    }
+    Ok(n)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -75,6 +89,9 @@ pub(crate) struct InspectArgs {
     /// Print JSON instead of tables (schema: formats/inspect-json.md).
     #[arg(long)]
     pub(crate) json: bool,
+    /// Also list every tensor (name, shape, type, size) after the summary.
+    #[arg(long)]
+    pub(crate) tensors: bool,
     /// Also draw bits per weight along the depth of the model as an SVG file.
     #[arg(long, value_name = "OUT.svg")]
     pub(crate) plot: Option<PathBuf>,

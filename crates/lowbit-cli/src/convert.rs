@@ -1,11 +1,12 @@
 //! `lowbit convert`: plan, optionally print the plan, then write with a progress bar.
 
 use crate::cli::{ConvertArgs, Names};
-use crate::output;
-use anyhow::Context;
+use crate::output::{self, Usage};
 use comfy_table::{CellAlignment, Table};
 use lowbit_checkpoint::Checkpoint;
-use lowbit_convert::{Error, Options, OutputNaming, Plan, Recipe, write_gguf};
+use lowbit_convert::{
+    Error, Options, OutputNaming, Plan, Recipe, check_output, metadata, write_gguf,
+};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::Arc;
@@ -17,26 +18,42 @@ pub(crate) fn is_cancelled(e: &anyhow::Error) -> bool {
     e.chain().any(|c| matches!(c.downcast_ref::<Error>(), Some(Error::Cancelled)))
 }
 
+/// Whether an error is in what was asked (exit code 2) rather than in the files.
+pub(crate) fn is_usage(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<Error>().is_some_and(Error::is_usage) || c.downcast_ref::<Usage>().is_some()
+    })
+}
+
 /// Runs `lowbit convert`.
+///
+/// Everything that can be refused is refused before any weight is read, in the same order with
+/// and without `--dry-run`: the recipe, the input's headers, the plan, the output path, the
+/// file layout.
 pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
     let recipe_text = match &args.recipe {
-        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?),
+        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+            anyhow::Error::new(Usage(format!("{}: cannot read the recipe: {e}", p.display())))
+        })?),
         None => None,
     };
-    let recipe = Recipe::build(recipe_text.as_deref(), args.to.as_deref(), &args.tensor_type)
-        .map_err(anyhow::Error::from)
-        .with_context(|| {
-            args.recipe.as_ref().map_or_else(|| "options".to_owned(), |p| p.display().to_string())
-        })?;
+    let file = args.recipe.as_deref().zip(recipe_text.as_deref());
+    let recipe = Recipe::build(file, args.to.as_deref(), &args.tensor_type)?;
     let ckpt = Checkpoint::open(&args.input)?;
     let naming = match args.names {
         Names::Bfl => OutputNaming::Bfl,
         Names::Diffusers => OutputNaming::Diffusers,
     };
-    let input = args.input.display().to_string();
-    let plan = Plan::new(&ckpt, &recipe, Some(naming)).with_context(|| input.clone())?;
+    let plan = Plan::new(&ckpt, &recipe, Some(naming))?;
+    check_output(&ckpt, &args.output, &recipe.target, args.force_extension)?;
+    let source_name = args
+        .input
+        .file_name()
+        .map_or_else(|| args.input.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let layout = lowbit_convert::layout(&plan, &metadata(&plan, &recipe, &source_name))?;
     if args.dry_run {
-        return output::print(&render_plan(&plan, &recipe));
+        let file_bytes = layout.header.len() as u64 + layout.data_len;
+        return output::print(&render_plan(&plan, &recipe, file_bytes));
     }
 
     let cancel = Arc::new(AtomicBool::new(false));
@@ -59,9 +76,6 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
     let progress = |done: u64, total: u64| {
         bar.set_position((done * 100).checked_div(total).unwrap_or(100));
     };
-    let source_name = std::path::Path::new(&args.input)
-        .file_name()
-        .map_or_else(|| input.clone(), |n| n.to_string_lossy().into_owned());
     let opts = Options {
         threads: args.threads,
         allow_non_finite: args.allow_non_finite,
@@ -69,10 +83,10 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
         progress: Some(&progress),
         source_name,
         chunk_bytes: lowbit_convert::CHUNK_BYTES,
+        force_extension: args.force_extension,
     };
     let start = Instant::now();
-    let written =
-        write_gguf(&ckpt, &plan, &recipe, &args.output, &opts).with_context(|| input.clone())?;
+    let written = write_gguf(&ckpt, &plan, &recipe, &args.output, &opts)?;
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     let params: u64 = plan.tensors.iter().map(lowbit_convert::PlannedTensor::numel).sum();
@@ -98,7 +112,7 @@ fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn render_plan(plan: &Plan, recipe: &Recipe) -> String {
+fn render_plan(plan: &Plan, recipe: &Recipe, file_bytes: u64) -> String {
     let mut t = Table::new();
     t.load_style(crate::inspect::TABLE_STYLE);
     t.set_header(vec!["tensor", "shape", "type", "bytes", "bits/weight", "why"]);
@@ -122,10 +136,11 @@ fn render_plan(plan: &Plan, recipe: &Recipe) -> String {
     let mut out = format!("{t}\n\n");
     let _ = writeln!(
         out,
-        "plan: {} tensors, {} parameters, {} bytes of tensor data, {:.3} bits/weight, target gguf:{}, {} naming",
+        "plan: {} tensors, {} parameters, {} bytes of tensor data ({} bytes of file), {:.3} bits/weight, target gguf:{}, {} naming",
         plan.tensors.len(),
         params,
         plan.data_bytes(),
+        file_bytes,
         plan.data_bytes() as f64 * 8.0 / params.max(1) as f64,
         recipe.target.name(),
         match plan.naming {

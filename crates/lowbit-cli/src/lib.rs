@@ -1,7 +1,9 @@
 //! The `lowbit` command line: argument definitions and the commands behind them.
 //!
 //! `main` parses arguments with clap, runs one command, and turns any error into a single
-//! `error: …` line on stderr and exit code 1 (clap's own usage errors exit with 2).
+//! `error: …` line on stderr. Exit codes: 1 for a problem with the files (unreadable, malformed,
+//! not convertible, no room to write), 2 for a mistake in what was asked (clap's own usage
+//! errors, an unknown target or type, a bad rule, recipe or output extension), 130 for Ctrl-C.
 //! A closed stdout (`lowbit inspect … | head`) is not an error.
 
 mod cli;
@@ -25,7 +27,13 @@ pub fn main() -> ExitCode {
         Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             output::error_line(&e);
-            if convert::is_cancelled(&e) { ExitCode::from(130) } else { ExitCode::FAILURE }
+            if convert::is_cancelled(&e) {
+                ExitCode::from(130)
+            } else if convert::is_usage(&e) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

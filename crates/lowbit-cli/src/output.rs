@@ -1,6 +1,5 @@
 //! Writing to stdout and stderr, and writing output files atomically.
 
-use anyhow::Context;
 use std::io::Write;
 use std::path::Path;
 
@@ -18,6 +17,12 @@ pub(crate) fn error_line(e: &anyhow::Error) {
     let _ = writeln!(err, "error: {e:#}");
 }
 
+/// Writes a one-line note to stderr (what was written where), leaving stdout to the result.
+pub(crate) fn note(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{text}");
+}
+
 /// Writes text to stdout.
 pub(crate) fn print(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
@@ -26,24 +31,23 @@ pub(crate) fn print(text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so
-/// that `path` never holds a partial file.
+/// Writes `bytes` to `path` through lowbit's one atomic writer ([`lowbit_convert::AtomicFile`]),
+/// so that `path` never holds a partial file.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".lowbit-")
-        .suffix(".partial")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .tempfile_in(dir)
-        .with_context(|| format!("{}: cannot create a temporary file", dir.display()))?;
-    tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
-        .with_context(|| format!("{}: write failed", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("{}: cannot rename into place", path.display()))?;
-    Ok(())
+    let fail = |e: std::io::Error| anyhow::Error::new(e).context(path.display().to_string());
+    let mut f = lowbit_convert::AtomicFile::create(path).map_err(fail)?;
+    f.file_mut().write_all(bytes).map_err(fail)?;
+    f.commit().map_err(fail)
 }
+
+/// A mistake in what was asked that the command line, not a library, finds (exit code 2).
+#[derive(Debug)]
+pub(crate) struct Usage(pub(crate) String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}

@@ -2,18 +2,27 @@
 //!
 //! [`Recipe`] holds what the user asked for (`--to gguf:q4_k_m`, `--tensor-type REGEX=TYPE`, a
 //! recipe file). [`Plan::new`] turns a checkpoint and a recipe into a list of output tensors
-//! without reading any weights; [`write_gguf`] executes the plan.
+//! without reading any weights, and validates it completely; [`check_output`] validates the
+//! output path; [`write_gguf`] executes the plan through an [`AtomicFile`].
 //!
 //! **Architecture Invariant:** the plan is a pure function of the checkpoint's header and the
 //! recipe, and writing is a pure function of the plan and the weights: the output is the same
-//! bytes whatever the thread count.
+//! bytes whatever the thread count. Every refusal happens in planning or in the output check,
+//! before any data is read, so `--dry-run` refuses exactly what a real run refuses (apart from
+//! the weights' own values: NaN, infinities, read errors).
 
+mod atomic;
 mod error;
+mod logical;
+mod output;
 mod plan;
 mod recipe;
 mod write;
 
+pub use atomic::AtomicFile;
 pub use error::Error;
-pub use plan::{MAX_NAME_LEN, OutputNaming, Part, Plan, PlannedTensor, Reason};
+pub use logical::Part;
+pub use output::check_output;
+pub use plan::{MAX_NAME_LEN, OutputNaming, Plan, PlannedTensor, Reason};
 pub use recipe::{Mix, Recipe, Rule, Target, WRITABLE, parse_type};
-pub use write::{CHUNK_BYTES, Options, Written, layout, metadata, write_gguf};
+pub use write::{CHUNK_BYTES, MAX_THREADS, Options, Written, layout, metadata, write_gguf};

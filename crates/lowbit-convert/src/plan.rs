@@ -1,19 +1,18 @@
 //! Deciding, before any data is read, every output tensor: its name, shape, type, why that type,
 //! and which input rows it is made of.
 //!
-//! Planning works on *logical* tensors in BFL naming, whatever the input naming: a diffusers
-//! checkpoint's `to_q`/`to_k`/`to_v` become one `qkv` (their rows concatenated) before any rule
-//! runs, so a mix is the same model in either naming. Output naming is applied last.
+//! Planning works on *logical* tensors in BFL naming, whatever the input naming (`logical.rs`):
+//! a diffusers checkpoint's `to_q`/`to_k`/`to_v` become one `qkv` (their rows concatenated)
+//! before any rule runs, so a mix is the same model in either naming. Output naming is applied
+//! last. The plan is validated completely before anything prints or executes it.
 
 use crate::Error;
+use crate::logical::{Part, logical, to_diffusers};
 use crate::recipe::Recipe;
-use lowbit_arch::flux::{Split, bfl_to_diffusers, diffusers_to_bfl, split_rows};
 use lowbit_arch::{Architecture, Detection, Naming, block_of, detect};
-use lowbit_checkpoint::{Checkpoint, StorageType, Tensor};
+use lowbit_checkpoint::{Checkpoint, StorageType};
 use lowbit_dtype::{Dtype, GgmlType};
-use std::collections::BTreeMap;
 use std::fmt;
-use std::ops::Range;
 
 /// ggml's tensor name limit with ComfyUI-GGUF's patch (`GGML_MAX_NAME` = 128, NUL included).
 pub const MAX_NAME_LEN: usize = 127;
@@ -29,16 +28,6 @@ pub enum OutputNaming {
     Bfl,
     /// diffusers names (loads in diffusers with `config=`/`subfolder=`).
     Diffusers,
-}
-
-/// A slice of one input tensor along its outermost dimension (rows of a matrix, elements of a
-/// vector): fusing and splitting FLUX tensors always cuts there.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Part {
-    /// Input tensor name, as stored.
-    pub tensor: String,
-    /// Indices along dimension 0.
-    pub dim0: Range<u64>,
 }
 
 /// Why a tensor gets its type.
@@ -137,105 +126,19 @@ pub struct Plan {
     pub tensors: Vec<PlannedTensor>,
 }
 
-/// A tensor in BFL naming made of input rows, before output naming and types.
-struct Logical {
-    name: String,
-    shape: Vec<u64>,
-    source: StorageType,
-    parts: Vec<Part>,
-}
-
-/// Length of dimension 0 (1 for a scalar).
-fn dim0(t: &Tensor) -> u64 {
-    t.shape.first().copied().unwrap_or(1)
-}
-
-/// Groups the input into logical BFL tensors (prefix stripped, diffusers parts fused).
-fn logical(ckpt: &Checkpoint, det: &Detection) -> Result<Vec<Logical>, Error> {
-    let strip = |n: &str| n.strip_prefix(det.prefix.as_str()).unwrap_or(n).to_owned();
-    let whole = |t: &Tensor| Logical {
-        name: strip(&t.name),
-        shape: t.shape.clone(),
-        source: t.ty,
-        parts: vec![Part { tensor: t.name.clone(), dim0: 0..dim0(t) }],
-    };
-    if det.naming != Some(Naming::Diffusers) {
-        return Ok(ckpt.tensors().iter().map(whole).collect());
-    }
-    // Diffusers: collect the parts of each BFL tensor, then fuse them in part order.
-    let mut groups: BTreeMap<String, Vec<(usize, &Tensor)>> = BTreeMap::new();
-    let mut out = Vec::new();
-    for t in ckpt.tensors() {
-        match diffusers_to_bfl(&strip(&t.name)) {
-            Some((bfl, i)) => groups.entry(bfl).or_default().push((i, t)),
-            None => out.push(whole(t)),
-        }
-    }
-    for (bfl, mut parts) in groups {
-        parts.sort_by_key(|(i, _)| *i);
-        let mapping = bfl_to_diffusers(&bfl).expect("names come from the same table");
-        let bad = |reason: String| Error::Plan { tensor: bfl.clone(), reason };
-        if parts.len() != mapping.parts.len() || parts.iter().enumerate().any(|(k, (i, _))| *i != k)
-        {
-            let have: Vec<&str> = parts.iter().map(|(_, t)| t.name.as_str()).collect();
-            return Err(bad(format!(
-                "needs {} to fuse, found only {have:?}",
-                mapping.parts.join(", ")
-            )));
-        }
-        let first = parts[0].1;
-        for (_, t) in &parts {
-            if t.shape[1..] != first.shape[1..] || t.ty != first.ty {
-                return Err(bad(format!(
-                    "cannot fuse `{}` {:?} {} with `{}` {:?} {}",
-                    first.name, first.shape, first.ty, t.name, t.shape, t.ty
-                )));
-            }
-        }
-        let mut shape = first.shape.clone();
-        shape[0] = parts.iter().map(|(_, t)| t.shape[0]).sum();
-        let parts: Vec<Part> = if mapping.split == Split::SwapHalves {
-            let (t, n) = (first, dim0(first));
-            if n % 2 != 0 {
-                return Err(bad(format!(
-                    "`{}` has an odd first dimension ({n}); cannot swap halves",
-                    t.name
-                )));
-            }
-            // diffusers stores (scale, shift); BFL (shift, scale): take the second half first.
-            vec![
-                Part { tensor: t.name.clone(), dim0: n / 2..n },
-                Part { tensor: t.name.clone(), dim0: 0..n / 2 },
-            ]
-        } else {
-            parts.iter().map(|(_, t)| Part { tensor: t.name.clone(), dim0: 0..dim0(t) }).collect()
-        };
-        out.push(Logical { name: bfl, shape, source: first.ty, parts });
-    }
-    Ok(out)
-}
-
-/// FLUX's width, needed to split `linear1`: the rows of `img_in.weight`.
-fn hidden_size(logical: &[Logical]) -> Option<u64> {
-    logical.iter().find(|l| l.name == "img_in.weight").map(|l| l.shape[0])
-}
-
-/// The storage type that keeps a source tensor's precision.
-fn source_precision(name: &str, source: StorageType) -> Result<GgmlType, Error> {
+/// The storage type that keeps a source tensor's precision, or why lowbit does not convert it.
+fn source_precision(source: StorageType) -> Result<GgmlType, &'static str> {
     Ok(match source {
         StorageType::Dense(Dtype::BF16) | StorageType::Ggml(GgmlType::BF16) => GgmlType::BF16,
         StorageType::Dense(Dtype::F16 | Dtype::F8E4M3 | Dtype::F8E5M2)
         | StorageType::Ggml(GgmlType::F16) => GgmlType::F16,
         StorageType::Dense(Dtype::F32 | Dtype::F64)
         | StorageType::Ggml(GgmlType::F32 | GgmlType::F64) => GgmlType::F32,
-        other => {
-            return Err(Error::Plan {
-                tensor: name.to_owned(),
-                reason: format!(
-                    "stored as {other}; lowbit converts from F32, F16, BF16, F8_E4M3 or F8_E5M2 weights \
-                     (re-quantizing quantized weights would compound their error: convert from the original)"
-                ),
-            });
+        StorageType::Ggml(_) => {
+            return Err("re-quantizing quantized weights would compound their error: convert from the original (F32, F16, BF16, F8_E4M3 or F8_E5M2)");
+        }
+        StorageType::Dense(_) => {
+            return Err("lowbit converts F32, F16, BF16, F8_E4M3 and F8_E5M2 weights");
         }
     })
 }
@@ -255,9 +158,14 @@ fn fallback(wanted: GgmlType, row_len: u64) -> GgmlType {
 impl Plan {
     /// Plans converting `ckpt` with `recipe`, writing `naming` (BFL by default for FLUX).
     ///
+    /// The plan is validated completely: anything the writer would refuse (a type it cannot
+    /// write, a rank or size GGUF cannot hold, a name too long) is refused here, so `--dry-run`
+    /// and a real run agree on every refusal.
+    ///
     /// # Errors
-    /// Input tensors that cannot be converted (quantized, integer, incomplete diffusers groups),
-    /// names that do not fit GGUF, or a naming that the input's architecture does not have.
+    /// Input tensors that cannot be converted (quantized, integer, empty, incomplete or
+    /// mismatched diffusers groups, shapes their role does not allow), names or sizes that do
+    /// not fit GGUF, or a naming that the input's architecture does not have.
     pub fn new(
         ckpt: &Checkpoint,
         recipe: &Recipe,
@@ -267,10 +175,17 @@ impl Plan {
         let is_flux = det.architecture == Architecture::Flux;
         let naming = naming.unwrap_or(OutputNaming::Bfl);
         if naming == OutputNaming::Diffusers && !is_flux {
-            return Err(Error::Plan {
-                tensor: String::new(),
-                reason: "--names diffusers needs a FLUX checkpoint (none was detected)".into(),
-            });
+            return Err(Error::NotFlux { file: ckpt.path().to_owned() });
+        }
+        for t in ckpt.tensors() {
+            if let Err(reason) = source_precision(t.ty) {
+                return Err(Error::SourceType {
+                    file: ckpt.file_of(t).to_owned(),
+                    tensor: t.name.clone(),
+                    stored: t.ty.to_string(),
+                    reason,
+                });
+            }
         }
         let mut logical = logical(ckpt, &det)?;
         let bfl_det = Detection {
@@ -283,54 +198,32 @@ impl Plan {
                 .cmp(&block_of(&b.name, &bfl_det))
                 .then_with(|| a.name.cmp(&b.name))
         });
-        let hidden = hidden_size(&logical);
 
+        let mut hidden = None;
         let mut tensors = Vec::new();
         for l in &logical {
-            let outputs: Vec<(String, Vec<Part>, Vec<u64>)> =
-                match (naming, bfl_to_diffusers(&l.name)) {
-                    (OutputNaming::Diffusers, Some(m)) => {
-                        let hidden = hidden.ok_or_else(|| Error::Plan {
-                            tensor: l.name.clone(),
-                            reason: "cannot split without the model width (no img_in.weight)"
-                                .into(),
-                        })?;
-                        let ranges =
-                            split_rows(m.split, l.shape[0], hidden).ok_or_else(|| Error::Plan {
-                                tensor: l.name.clone(),
-                                reason: format!(
-                                    "{} rows do not split into {}",
-                                    l.shape[0],
-                                    m.parts.join(", ")
-                                ),
-                            })?;
-                        let mut outs = Vec::new();
-                        for (name, r) in m.parts.iter().zip(ranges) {
-                            let ranges = if m.split == Split::SwapHalves {
-                                // Undo the BFL swap: diffusers wants (scale, shift).
-                                let half = l.shape[0] / 2;
-                                vec![half..l.shape[0], 0..half]
-                            } else {
-                                vec![r.clone()]
-                            };
-                            let parts =
-                                ranges.into_iter().flat_map(|r| select(&l.parts, r)).collect();
-                            let mut shape = l.shape.clone();
-                            shape[0] = r.end - r.start;
-                            outs.push((name.clone(), parts, shape));
-                        }
-                        outs
-                    }
-                    _ => vec![(l.name.clone(), l.parts.clone(), l.shape.clone())],
-                };
+            let outputs = match naming {
+                OutputNaming::Diffusers => to_diffusers(ckpt, &logical, l, &mut hidden)?,
+                OutputNaming::Bfl => vec![(l.name.clone(), l.parts.clone(), l.shape.clone())],
+            };
             for (name, parts, shape) in outputs {
+                // Every part names an input tensor; its file is the one to blame.
+                let input = parts.first().and_then(|p| ckpt.tensor(&p.tensor));
+                let file = input.map_or_else(|| ckpt.path().to_owned(), |t| ckpt.file_of(t).to_owned());
                 if name.len() > MAX_NAME_LEN {
-                    return Err(Error::Plan {
-                        tensor: name.clone(),
-                        reason: format!(
-                            "name is {} bytes; GGUF readers accept at most {MAX_NAME_LEN}",
-                            name.len()
-                        ),
+                    return Err(Error::NameTooLong {
+                        file,
+                        len: name.len(),
+                        tensor: name,
+                        max: MAX_NAME_LEN,
+                    });
+                }
+                if shape.len() > lowbit_gguf::MAX_DIMS {
+                    return Err(Error::Shape {
+                        file,
+                        tensor: input.map_or(name, |t| t.name.clone()),
+                        shape,
+                        reason: format!("GGUF holds at most {} dimensions", lowbit_gguf::MAX_DIMS),
                     });
                 }
                 let t =
@@ -338,7 +231,10 @@ impl Plan {
                 tensors.push(choose_type(t, &l.name, l.source, is_flux, recipe)?);
             }
         }
-        Ok(Plan { detection: det, naming, tensors })
+        let plan = Plan { detection: det, naming, tensors };
+        // The layout's own checks (sizes, offsets past 2^63) run now, not when writing.
+        crate::write::layout(&plan, &[])?;
+        Ok(plan)
     }
 
     /// Total bytes of tensor data.
@@ -348,24 +244,6 @@ impl Plan {
     }
 }
 
-/// The parts covering indices `r` along dimension 0 of a tensor made of `parts`.
-fn select(parts: &[Part], r: Range<u64>) -> Vec<Part> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for p in parts {
-        let len = p.dim0.end - p.dim0.start;
-        let (a, b) = (r.start.max(start), r.end.min(start + len));
-        if a < b {
-            out.push(Part {
-                tensor: p.tensor.clone(),
-                dim0: p.dim0.start + (a - start)..p.dim0.start + (b - start),
-            });
-        }
-        start += len;
-    }
-    out
-}
-
 fn choose_type(
     mut t: PlannedTensor,
     bfl_name: &str,
@@ -373,7 +251,8 @@ fn choose_type(
     is_flux: bool,
     recipe: &Recipe,
 ) -> Result<PlannedTensor, Error> {
-    let keep = source_precision(&t.name, source)?;
+    // Source types were checked when planning began.
+    let keep = source_precision(source).unwrap_or(GgmlType::F32);
     let (ty, reason) = if t.shape.len() <= 1 || t.numel() <= 1024 {
         (GgmlType::F32, Reason::Small)
     } else if is_flux && FLUX_KEEP.iter().any(|p| bfl_name.starts_with(p)) {
@@ -395,33 +274,10 @@ fn choose_type(
         (fallback(ty, t.row_len()), Reason::Fallback { wanted: ty })
     };
     if !lowbit_quant::supports_quantize(ty) {
-        return Err(Error::Plan {
-            tensor: t.name.clone(),
-            reason: format!("lowbit cannot write {ty}"),
-        });
+        return Err(Error::Layout { tensor: t.name.clone(), reason: format!("lowbit cannot write {ty}") });
     }
     t.ty = ty;
     t.reason = reason;
     Ok(t)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::{Part, select};
-
-    #[test]
-    fn select_spans_parts() {
-        let parts = vec![
-            Part { tensor: "a".into(), dim0: 0..4 },
-            Part { tensor: "b".into(), dim0: 10..16 },
-        ];
-        assert_eq!(
-            select(&parts, 2..7),
-            vec![
-                Part { tensor: "a".into(), dim0: 2..4 },
-                Part { tensor: "b".into(), dim0: 10..13 }
-            ]
-        );
-        assert_eq!(select(&parts, 4..10), vec![Part { tensor: "b".into(), dim0: 10..16 }]);
-    }
-}

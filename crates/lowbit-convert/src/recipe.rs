@@ -5,6 +5,7 @@ use crate::Error;
 use lowbit_dtype::GgmlType;
 use regex::Regex;
 use std::fmt::Write;
+use std::path::Path;
 
 /// A named mix: a base type plus ComfyUI-GGUF's per-layer bumps for FLUX.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,10 +46,28 @@ pub const WRITABLE: [GgmlType; 15] = [
     GgmlType::TQ2_0,
 ];
 
-fn writable_list() -> String {
-    let mut s: Vec<String> = WRITABLE.iter().map(|t| t.name().to_lowercase()).collect();
-    s.extend(["q3_k_m", "q4_k_m", "q5_k_m"].map(String::from));
-    s.join(" ")
+/// The named mixes, as written after `gguf:`.
+const MIXES: [&str; 3] = ["q3_k_m", "q4_k_m", "q5_k_m"];
+
+fn type_names() -> Vec<String> {
+    WRITABLE.iter().map(|t| t.name().to_lowercase()).collect()
+}
+
+/// The unknown-name error, with the closest valid name when it is close enough to be a typo.
+fn unknown(what: &'static str, given: &str, choices: Vec<String>) -> Error {
+    // Underscores are the usual slip (`q4km`, `q8-0`): compare without them first.
+    let bare = |s: &str| s.to_ascii_lowercase().replace(['_', '-'], "");
+    let lower = given.to_ascii_lowercase();
+    let suggestion = choices
+        .iter()
+        .map(|c| {
+            let d = (strsim::levenshtein(&bare(given), &bare(c)), strsim::levenshtein(&lower, c));
+            (d, c)
+        })
+        .filter(|((d, _), c)| *d <= 2 && *d < c.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.clone());
+    Error::UnknownType { what, given: given.to_owned(), suggestion, choices: choices.join(" ") }
 }
 
 /// Parses a type name a rule may use (`q8_0`, `BF16`; case-insensitive).
@@ -56,12 +75,9 @@ fn writable_list() -> String {
 /// # Errors
 /// When the name is not a type lowbit writes.
 pub fn parse_type(name: &str) -> Result<GgmlType, Error> {
-    GgmlType::from_name(name).filter(|t| WRITABLE.contains(t)).ok_or_else(|| Error::Recipe {
-        reason: format!(
-            "unknown tensor type `{name}`; lowbit writes {}",
-            WRITABLE.map(|t| t.name().to_lowercase()).join(" ")
-        ),
-    })
+    GgmlType::from_name(name)
+        .filter(|t| WRITABLE.contains(t))
+        .ok_or_else(|| unknown("tensor type", name, type_names()))
 }
 
 impl Target {
@@ -72,11 +88,7 @@ impl Target {
     pub fn parse(s: &str) -> Result<Target, Error> {
         let (format, ty) = s.split_once(':').unwrap_or(("gguf", s));
         if !format.eq_ignore_ascii_case("gguf") {
-            return Err(Error::Recipe {
-                reason: format!(
-                    "unknown output format `{format}` in `{s}`; lowbit writes gguf:TYPE"
-                ),
-            });
+            return Err(Error::UnknownFormat { given: s.to_owned(), format: format.to_owned() });
         }
         let mix = match ty.to_ascii_lowercase().as_str() {
             "q3_k_m" => Some((GgmlType::Q3_K, Mix::Q3KM)),
@@ -88,9 +100,9 @@ impl Target {
             return Ok(Target { base, mix: Some(mix) });
         }
         let base = GgmlType::from_name(ty).filter(|t| WRITABLE.contains(t)).ok_or_else(|| {
-            Error::Recipe {
-                reason: format!("unknown target type `{ty}`; choose one of: {}", writable_list()),
-            }
+            let mut choices = type_names();
+            choices.extend(MIXES.map(String::from));
+            unknown("target type", ty, choices)
         })?;
         Ok(Target { base, mix: None })
     }
@@ -165,16 +177,28 @@ impl Rule {
     /// # Errors
     /// A missing `=`, a bad regex, or an unknown type.
     pub fn parse(s: &str) -> Result<Rule, Error> {
-        let (pattern, ty) = s.rsplit_once('=').ok_or_else(|| Error::Recipe {
-            reason: format!("tensor type rule `{s}` is not REGEX=TYPE"),
-        })?;
+        let (pattern, ty) =
+            s.rsplit_once('=').ok_or_else(|| Error::RuleSyntax { rule: s.to_owned() })?;
         Rule::new(pattern, ty)
     }
 
     fn new(pattern: &str, ty: &str) -> Result<Rule, Error> {
-        let re = Regex::new(&format!("^(?:{pattern})$"))
-            .map_err(|e| Error::Recipe { reason: format!("bad regex `{pattern}`: {e}") })?;
+        let re = Regex::new(&format!("^(?:{pattern})$")).map_err(|e| Error::BadRegex {
+            pattern: pattern.to_owned(),
+            message: regex_message(&e),
+        })?;
         Ok(Rule { pattern: re, source: pattern.to_owned(), ty: parse_type(ty)? })
+    }
+}
+
+/// The regex crate's explanation on one line: its multi-line report ends with the reason.
+fn regex_message(e: &regex::Error) -> String {
+    match e {
+        regex::Error::Syntax(text) => {
+            let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(text).trim();
+            last.strip_prefix("error: ").unwrap_or(last).to_owned()
+        }
+        other => other.to_string().lines().collect::<Vec<_>>().join(" "),
     }
 }
 
@@ -205,24 +229,25 @@ struct RuleEntry {
 }
 
 impl Recipe {
-    /// Builds a recipe from an optional TOML file and command-line values. The command line's
-    /// `--to` replaces the file's `to`; its rules come after the file's, so they win.
+    /// Builds a recipe from an optional TOML file (its path, for messages, and its text) and
+    /// command-line values. The command line's `--to` replaces the file's `to`; its rules come
+    /// after the file's, so they win.
     ///
     /// # Errors
     /// Bad TOML, unknown keys, types or regexes, or no target at all.
     pub fn build(
-        file_text: Option<&str>,
+        file: Option<(&Path, &str)>,
         to: Option<&str>,
         cli_rules: &[String],
     ) -> Result<Recipe, Error> {
-        let file: RecipeFile = match file_text {
-            Some(text) => toml::from_str(text)
-                .map_err(|e| Error::Recipe { reason: format!("recipe: {e}") })?,
+        let file: RecipeFile = match file {
+            Some((path, text)) => toml::from_str(text).map_err(|e| Error::RecipeFile {
+                path: path.to_owned(),
+                message: e.to_string().lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" "),
+            })?,
             None => RecipeFile { to: None, rules: Vec::new() },
         };
-        let to = to.or(file.to.as_deref()).ok_or_else(|| Error::Recipe {
-            reason: "no target: pass --to gguf:TYPE or set `to` in the recipe".into(),
-        })?;
+        let to = to.or(file.to.as_deref()).ok_or(Error::NoTarget)?;
         let mut rules = Vec::new();
         for r in &file.rules {
             rules.push(Rule::new(&r.pattern, &r.ty)?);
@@ -259,6 +284,7 @@ impl Recipe {
 #[cfg(test)]
 mod tests {
     use super::{Mix, Recipe, Rule, Target};
+    use std::path::Path;
     use lowbit_dtype::GgmlType;
 
     #[test]
@@ -268,7 +294,14 @@ mod tests {
             Target::parse("Q4_K_M").unwrap(),
             Target { base: GgmlType::Q4_K, mix: Some(Mix::Q4KM) }
         );
-        assert!(Target::parse("gguf:q4_2").unwrap_err().to_string().contains("q4_k_m"));
+        let e = Target::parse("gguf:q4_2").unwrap_err().to_string();
+        assert!(e.contains("q4_k_m") && e.contains("did you mean `q4_0`?"), "{e}");
+        let e = Target::parse("gguf:q8-0").unwrap_err().to_string();
+        assert!(e.contains("did you mean `q8_0`?"), "{e}");
+        let e = Target::parse("gguf:q4km").unwrap_err().to_string();
+        assert!(e.contains("did you mean `q4_k_m`?"), "{e}");
+        let e = Target::parse("gguf:zzzzzz").unwrap_err().to_string();
+        assert!(!e.contains("did you mean"), "nothing is close: {e}");
         assert!(Target::parse("gguf:iq4_xs").is_err(), "types lowbit cannot write are refused");
         assert!(Target::parse("onnx:q8_0").is_err());
         assert_eq!(Target::parse("gguf:q4_k_m").unwrap().file_type(), 15);
@@ -297,15 +330,20 @@ mod tests {
         assert!(Rule::parse("a=q9_9").is_err());
 
         let file = "to = \"gguf:q4_k\"\n[[rules]]\nmatch = 'single_blocks\\..*'\ntype = \"q8_0\"\n";
+        let path = Path::new("r.toml");
         let recipe =
-            Recipe::build(Some(file), None, &["single_blocks\\.0\\..*=q6_k".into()]).unwrap();
+            Recipe::build(Some((path, file)), None, &["single_blocks\\.0\\..*=q6_k".into()])
+                .unwrap();
         assert_eq!(recipe.target.base, GgmlType::Q4_K);
         assert_eq!(recipe.rule_for("single_blocks.0.linear1.weight").unwrap().1.ty, GgmlType::Q6_K);
         assert_eq!(recipe.rule_for("single_blocks.1.linear1.weight").unwrap().1.ty, GgmlType::Q8_0);
-        let again = Recipe::build(Some(&recipe.to_toml()), None, &[]).unwrap();
+        let again = Recipe::build(Some((path, &recipe.to_toml())), None, &[]).unwrap();
         assert_eq!(again.to_toml(), recipe.to_toml(), "to_toml round-trips");
-        assert!(Recipe::build(Some("to = 3"), None, &[]).is_err());
-        assert!(Recipe::build(Some("bogus = 1"), None, &[]).is_err());
-        assert!(Recipe::build(None, None, &[]).is_err());
+        let e = Recipe::build(Some((path, "to = 3")), None, &[]).unwrap_err().to_string();
+        assert!(e.starts_with("r.toml: ") && !e.contains('\n'), "{e}");
+        assert!(Recipe::build(Some((path, "bogus = 1")), None, &[]).is_err());
+        assert!(matches!(Recipe::build(None, None, &[]), Err(crate::Error::NoTarget)));
+        let e = Rule::parse("(=q8_0").unwrap_err().to_string();
+        assert_eq!(e, "bad regex `(` in a tensor type rule: unclosed group");
     }
 }

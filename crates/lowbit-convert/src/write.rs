@@ -4,19 +4,21 @@
 //! front to back, with no zero-fill pass. Work is cut into chunks of whole rows (at most
 //! [`CHUNK_BYTES`] of output each); rayon quantizes a chunk's rows in parallel while a writer
 //! thread writes the previous chunk, and a channel of depth one bounds memory to about three
-//! chunks whatever the model size. The output goes to a temporary file beside the destination and
-//! is renamed into place only when complete, so an error, a full disk or Ctrl-C never leaves a
-//! partial file at the output path.
+//! chunks whatever the model size. The output goes through [`AtomicFile`]: a temporary file
+//! beside the destination, renamed into place only when complete, so an error, a full disk,
+//! Ctrl-C or `kill -9` never leaves a partial file at the output path.
 
 use crate::Error;
+use crate::atomic::AtomicFile;
+use crate::output::check_output;
 use crate::plan::{Plan, PlannedTensor};
 use crate::recipe::Recipe;
 use lowbit_arch::Architecture;
 use lowbit_checkpoint::Checkpoint;
-use lowbit_gguf::{Layout, Value, type_id};
+use lowbit_gguf::{Array, Layout, Value, type_id};
 use rayon::prelude::*;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 
@@ -26,9 +28,13 @@ pub const CHUNK_BYTES: u64 = 32 << 20;
 /// Target f32 elements per parallel task.
 const TASK_ELEMS: u64 = 1 << 16;
 
+/// The most worker threads lowbit starts: far beyond any useful count (conversions are bound by
+/// memory bandwidth long before), and low enough that a typo cannot exhaust the process table.
+pub const MAX_THREADS: usize = 1024;
+
 /// How to run.
 pub struct Options<'a> {
-    /// Worker threads (0: one per core).
+    /// Worker threads (0: one per core; at most [`MAX_THREADS`]).
     pub threads: usize,
     /// Write NaN or infinite weights instead of refusing them.
     pub allow_non_finite: bool,
@@ -41,6 +47,8 @@ pub struct Options<'a> {
     /// Output bytes per chunk ([`CHUNK_BYTES`] by default; tests use small chunks so that small
     /// tensors span many of them). The bytes written do not depend on it.
     pub chunk_bytes: u64,
+    /// Write even when the output's extension is not the target's.
+    pub force_extension: bool,
 }
 
 /// What was written.
@@ -72,14 +80,13 @@ pub fn metadata(plan: &Plan, recipe: &Recipe, source_name: &str) -> Vec<(String,
     kvs.push(("lowbit.naming".to_owned(), s(naming)));
     kvs.push((
         "lowbit.tensor_types".to_owned(),
-        Value::Array {
-            element_type: type_id::STRING,
-            items: plan
-                .tensors
+        Value::Array(Array::new(
+            type_id::STRING,
+            plan.tensors
                 .iter()
                 .map(|t| Value::String(format!("{}={} ({})", t.name, t.ty.name(), t.reason)))
                 .collect(),
-        },
+        )),
     ));
     kvs
 }
@@ -87,14 +94,24 @@ pub fn metadata(plan: &Plan, recipe: &Recipe, source_name: &str) -> Vec<(String,
 /// The planned file layout.
 ///
 /// # Errors
-/// A tensor whose type does not fit its rows (the planner prevents this).
+/// A tensor whose type does not fit its rows, or sizes past what GGUF describes
+/// ([`Plan::new`] runs this check, so a valid plan always has a layout).
 pub fn layout(plan: &Plan, kvs: &[(String, Value)]) -> Result<Layout, Error> {
     Layout::new(
         kvs,
         plan.tensors.iter().map(|t| (t.name.clone(), t.ggml_dims(), t.ty)),
         lowbit_gguf::DEFAULT_ALIGNMENT,
     )
-    .map_err(|e| Error::Plan { tensor: String::new(), reason: e.to_string() })
+    .map_err(|e| {
+        let tensor = match &e {
+            lowbit_gguf::LayoutError::NotBlockMultiple { name, .. }
+            | lowbit_gguf::LayoutError::BadDims { name, .. }
+            | lowbit_gguf::LayoutError::TooLarge { name } => name.clone(),
+            lowbit_gguf::LayoutError::StoredArray { key } => key.clone(),
+            lowbit_gguf::LayoutError::BadAlignment(_) => String::new(),
+        };
+        Error::Layout { tensor, reason: e.to_string() }
+    })
 }
 
 /// A piece of one output tensor: rows `rows` of `plan.tensors[tensor]`.
@@ -121,21 +138,21 @@ fn chunks(plan: &Plan, chunk_bytes: u64) -> Vec<Chunk> {
     out
 }
 
-/// Reads logical elements `elems` of planned tensor `t` (its parts concatenated) into `out`.
+/// Reads logical elements `elems` of planned tensor `t` (its parts concatenated) into `out`,
+/// refusing NaN and infinities unless `allow_non_finite`.
 fn gather(
     ckpt: &Checkpoint,
     t: &PlannedTensor,
     elems: std::ops::Range<u64>,
     out: &mut [f32],
     scratch: &mut Vec<u8>,
+    allow_non_finite: bool,
 ) -> Result<(), Error> {
     let mut at = 0u64; // logical element where the current part starts
     let mut filled = 0usize;
     for p in &t.parts {
-        let src = ckpt.tensor(&p.tensor).ok_or_else(|| Error::Plan {
-            tensor: t.name.clone(),
-            reason: format!("input tensor `{}` vanished", p.tensor),
-        })?;
+        // The plan was made from this checkpoint: every part names one of its tensors.
+        let Some(src) = ckpt.tensor(&p.tensor) else { continue };
         let inner = src.params / src.shape.first().copied().unwrap_or(1).max(1);
         let len = (p.dim0.end - p.dim0.start) * inner;
         let (a, b) = (elems.start.max(at), elems.end.min(at + len));
@@ -143,12 +160,21 @@ fn gather(
             let src_start = p.dim0.start * inner + (a - at);
             #[expect(clippy::cast_possible_truncation, reason = "bounded by the task size")]
             let n = (b - a) as usize;
-            ckpt.read_f32_with(
-                src,
-                src_start..src_start + (b - a),
-                &mut out[filled..filled + n],
-                scratch,
-            )?;
+            let dst = &mut out[filled..filled + n];
+            ckpt.read_f32_with(src, src_start..src_start + (b - a), dst, scratch)?;
+            // A branch-free scan the compiler vectorises; the position is looked up on failure.
+            let any_bad = dst.iter().fold(false, |bad, v| bad | !v.is_finite());
+            if !allow_non_finite
+                && any_bad
+                && let Some(i) = dst.iter().position(|v| !v.is_finite())
+            {
+                return Err(Error::NonFinite {
+                    file: ckpt.file_of(src).to_owned(),
+                    tensor: src.name.clone(),
+                    index: unravel(src_start + i as u64, &src.shape),
+                    value: dst[i],
+                });
+            }
             filled += n;
         }
         at += len;
@@ -159,7 +185,8 @@ fn gather(
     Ok(())
 }
 
-/// Quantizes rows `rows` of `t` into `out` (exactly their bytes), in parallel.
+/// Quantizes rows `rows` of `t` into `out` (exactly their bytes), in parallel. When several
+/// tasks fail, the error of the first in file order is returned, whatever the thread count.
 fn quantize_chunk(
     ckpt: &Checkpoint,
     t: &PlannedTensor,
@@ -172,29 +199,32 @@ fn quantize_chunk(
     let rows_per_task = (TASK_ELEMS / row_len.max(1)).max(1);
     #[expect(clippy::cast_possible_truncation, reason = "a task is small")]
     let task_bytes = (rows_per_task * row_bytes) as usize;
-    out.par_chunks_mut(task_bytes.max(1)).enumerate().try_for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(buf, scratch), (k, dst)| {
-            let first = rows.start + k as u64 * rows_per_task;
-            let n_rows = dst.len() as u64 / row_bytes.max(1);
-            #[expect(clippy::cast_possible_truncation, reason = "a task is small")]
-            buf.resize((n_rows * row_len) as usize, 0.0);
-            let e0 = first * row_len;
-            gather(ckpt, t, e0..e0 + n_rows * row_len, buf, scratch)?;
-            // A branch-free scan the compiler vectorises; the position is looked up on failure.
-            let any_bad = buf.iter().fold(false, |bad, v| bad | !v.is_finite());
-            if !allow_non_finite
-                && any_bad
-                && let Some(i) = buf.iter().position(|v| !v.is_finite())
-            {
-                let flat = e0 + i as u64;
-                let index: Vec<u64> = unravel(flat, &t.shape);
-                return Err(Error::NonFinite { tensor: t.name.clone(), index, value: buf[i] });
-            }
-            lowbit_quant::quantize(t.ty, buf, dst)
-                .map_err(|e| Error::Plan { tensor: t.name.clone(), reason: e.to_string() })
-        },
-    )
+    let failures: Vec<(usize, Error)> = out
+        .par_chunks_mut(task_bytes.max(1))
+        .enumerate()
+        .map_init(
+            || (Vec::new(), Vec::new()),
+            |(buf, scratch), (k, dst)| {
+                let first = rows.start + k as u64 * rows_per_task;
+                let n_rows = dst.len() as u64 / row_bytes.max(1);
+                #[expect(clippy::cast_possible_truncation, reason = "a task is small")]
+                buf.resize((n_rows * row_len) as usize, 0.0);
+                let e0 = first * row_len;
+                gather(ckpt, t, e0..e0 + n_rows * row_len, buf, scratch, allow_non_finite)?;
+                // The plan sized `dst` for exactly these rows of this type.
+                lowbit_quant::quantize(t.ty, buf, dst).map_err(|e| Error::Layout {
+                    tensor: t.name.clone(),
+                    reason: e.to_string(),
+                })
+            },
+        )
+        .enumerate()
+        .filter_map(|(k, r)| r.err().map(|e| (k, e)))
+        .collect();
+    match failures.into_iter().min_by_key(|(k, _)| *k) {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn unravel(mut flat: u64, shape: &[u64]) -> Vec<u64> {
@@ -218,34 +248,26 @@ pub fn write_gguf(
     out: &Path,
     opts: &Options<'_>,
 ) -> Result<Written, Error> {
-    refuse_overwriting_input(ckpt, out)?;
+    check_output(ckpt, out, &recipe.target, opts.force_extension)?;
+    if opts.threads > MAX_THREADS {
+        return Err(Error::TooManyThreads { threads: opts.threads, max: MAX_THREADS });
+    }
     let kvs = metadata(plan, recipe, &opts.source_name);
     let layout = layout(plan, &kvs)?;
     let io = |e: std::io::Error| Error::Io { path: out.to_owned(), source: e };
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let file_name =
-        out.file_name().map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{file_name}."))
-        .suffix(".partial")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .tempfile_in(&dir)
-        .map_err(io)?;
+    let mut tmp = AtomicFile::create(out).map_err(io)?;
+    preallocate(tmp.file(), layout.header.len() as u64 + layout.data_len).map_err(io)?;
 
-    preallocate(tmp.as_file(), layout.header.len() as u64 + layout.data_len).map_err(io)?;
-
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.threads).build().map_err(|e| {
-        Error::Plan { tensor: String::new(), reason: format!("cannot start threads: {e}") }
-    })?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads)
+        .build()
+        .map_err(|e| Error::Threads { threads: opts.threads, message: e.to_string() })?;
     let chunks = chunks(plan, opts.chunk_bytes);
     let total: u64 = plan.tensors.iter().map(PlannedTensor::numel).sum();
     let done = AtomicU64::new(0);
     let cancelled = || opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed));
 
-    let file = tmp.as_file_mut();
+    let file = tmp.file_mut();
     let result: Result<(), Error> = std::thread::scope(|scope| {
         let (tx, rx) = mpsc::sync_channel::<(Vec<u8>, u64)>(1);
         let writer = scope.spawn(move || -> Result<(), std::io::Error> {
@@ -313,8 +335,8 @@ pub fn write_gguf(
     // No fsync: like `cp` and `llama-quantize`, lowbit leaves flushing to the OS. The rename
     // below still guarantees that the output path never holds a partial file after an error,
     // a full disk or Ctrl-C; only a power cut right after the rename could leave data unwritten.
-    let bytes = tmp.as_file().metadata().map_err(io)?.len();
-    tmp.persist(out).map_err(|e| io(e.error))?;
+    let bytes = tmp.file().metadata().map_err(io)?.len();
+    tmp.commit().map_err(io)?;
     Ok(Written { tensors: plan.tensors.len(), bytes })
 }
 
@@ -327,22 +349,4 @@ fn preallocate(file: &std::fs::File, len: u64) -> std::io::Result<()> {
         Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => Ok(()),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Refuses an output path that is one of the input files: renaming over it would replace it.
-fn refuse_overwriting_input(ckpt: &Checkpoint, out: &Path) -> Result<(), Error> {
-    let Ok(out_canon) = out.canonicalize() else {
-        return Ok(()); // does not exist yet, so it is not an input
-    };
-    for f in ckpt.files() {
-        if f.canonicalize().is_ok_and(|c| c == out_canon) {
-            return Err(Error::Io {
-                path: out.to_owned(),
-                source: std::io::Error::other(
-                    "output path is an input file; lowbit never overwrites its input",
-                ),
-            });
-        }
-    }
-    Ok(())
 }

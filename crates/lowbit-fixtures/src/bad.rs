@@ -1,20 +1,29 @@
 //! Malformed checkpoints, each with the words its error message must contain.
 //!
 //! Every case is small (well under a kilobyte) and built from a valid file by one targeted
-//! change, so each exercises exactly one check of the readers.
+//! change, so each exercises exactly one check. Most damage the container, and every command
+//! must refuse them; the rest parse (so `inspect` shows them) but cannot be converted: a scalar
+//! where rows are needed, an empty weight, five dimensions, parts that do not fuse.
+//! GGUF inputs come from this crate's own encoder ([`crate::gguf`]), never from the writer
+//! under test.
 
-use lowbit_dtype::GgmlType;
-use lowbit_gguf::{Layout, Value, type_id};
+use crate::gguf::{Meta, TensorSpec, Ty};
 
 /// One malformed checkpoint.
 #[derive(Debug, Clone)]
 pub struct BadCase {
-    /// What to pass to `lowbit inspect`, relative to `fixtures/bad/`: a file or a directory.
+    /// What to pass to `lowbit`, relative to `fixtures/bad/`: a file or a directory.
     pub name: &'static str,
     /// Files to write, relative to `fixtures/bad/`.
     pub files: Vec<(String, Vec<u8>)>,
-    /// Substrings the one-line error must contain (the tensor name where there is one).
-    pub expect: &'static [&'static str],
+    /// Substrings the one-line error of `lowbit inspect` must contain (the tensor name where
+    /// there is one); `None` when the file is a valid checkpoint that `inspect` must show.
+    pub inspect: Option<&'static [&'static str]>,
+    /// Options of `lowbit convert` besides the output and `--to gguf:q8_0`.
+    pub convert_args: &'static [&'static str],
+    /// Substrings the one-line error of `lowbit convert` (with and without `--dry-run`) must
+    /// contain.
+    pub convert: &'static [&'static str],
 }
 
 const QKV: &str = "double_blocks.0.img_attn.qkv.weight";
@@ -43,30 +52,27 @@ const QKV_OK: &str = r#"{"dtype":"BF16","shape":[6,4],"data_offsets":[0,48]}"#;
 const BIAS_OK: &str = r#"{"dtype":"BF16","shape":[4],"data_offsets":[48,56]}"#;
 
 /// The valid GGUF base: a Q8_0 weight of 3 rows × 64 and an F32 bias, with data.
-fn gguf_parts(kvs: &[(String, Value)], tensors: Vec<(String, Vec<u64>, GgmlType)>) -> Vec<u8> {
-    let layout = Layout::new(kvs, tensors, 32).expect("valid layout");
-    let mut out = layout.header;
-    out.extend((0..layout.data_len).map(|i| (i % 7) as u8));
-    out
+fn gguf_parts(kvs: &[(String, Meta)], tensors: &[TensorSpec]) -> Vec<u8> {
+    crate::gguf::file(kvs, tensors, 32)
 }
 
-fn gguf_kvs() -> Vec<(String, Value)> {
+fn gguf_kvs() -> Vec<(String, Meta)> {
     vec![
-        ("general.architecture".into(), Value::String("flux".into())),
-        ("general.quantization_version".into(), Value::U32(2)),
-        (
-            "lowbit.note".into(),
-            Value::Array { element_type: type_id::U8, items: vec![Value::U8(1), Value::U8(2)] },
-        ),
+        ("general.architecture".into(), Meta::String("flux".into())),
+        ("general.quantization_version".into(), Meta::U32(2)),
+        ("lowbit.note".into(), Meta::U8Array(vec![1, 2])),
     ]
 }
 
-fn gguf_tensors() -> Vec<(String, Vec<u64>, GgmlType)> {
-    vec![(QKV.into(), vec![64, 3], GgmlType::Q8_0), (BIAS.into(), vec![4], GgmlType::F32)]
+fn gguf_tensors() -> Vec<TensorSpec> {
+    vec![
+        TensorSpec { name: QKV.into(), dims: vec![64, 3], ty: Ty::Q8_0 },
+        TensorSpec { name: BIAS.into(), dims: vec![4], ty: Ty::F32 },
+    ]
 }
 
 fn gguf_good() -> Vec<u8> {
-    gguf_parts(&gguf_kvs(), gguf_tensors())
+    gguf_parts(&gguf_kvs(), &gguf_tensors())
 }
 
 fn find(bytes: &[u8], needle: &[u8]) -> usize {
@@ -83,8 +89,31 @@ fn patch(mut bytes: Vec<u8>, at: usize, with: &[u8]) -> Vec<u8> {
     bytes
 }
 
+/// A file every command refuses with the same error.
 fn one(name: &'static str, bytes: Vec<u8>, expect: &'static [&'static str]) -> BadCase {
-    BadCase { name, files: vec![(name.to_owned(), bytes)], expect }
+    BadCase {
+        name,
+        files: vec![(name.to_owned(), bytes)],
+        inspect: Some(expect),
+        convert_args: &[],
+        convert: expect,
+    }
+}
+
+/// A valid checkpoint that `lowbit convert … args` refuses.
+fn unconvertible(
+    name: &'static str,
+    bytes: Vec<u8>,
+    args: &'static [&'static str],
+    expect: &'static [&'static str],
+) -> BadCase {
+    BadCase {
+        name,
+        files: vec![(name.to_owned(), bytes)],
+        inspect: None,
+        convert_args: args,
+        convert: expect,
+    }
 }
 
 fn dir(
@@ -95,8 +124,74 @@ fn dir(
     BadCase {
         name,
         files: files.into_iter().map(|(f, b)| (format!("{name}/{f}"), b)).collect(),
-        expect,
+        inspect: Some(expect),
+        convert_args: &[],
+        convert: expect,
     }
+}
+
+/// A safetensors file of BF16 tensors (name, shape), data filled with a pattern.
+fn st_tensors(tensors: &[(&str, &[u64])]) -> Vec<u8> {
+    st_typed(&tensors.iter().map(|(n, s)| (*n, "BF16", *s)).collect::<Vec<_>>())
+}
+
+/// A safetensors file of tensors (name, dtype, shape), data filled with a pattern.
+fn st_typed(tensors: &[(&str, &str, &[u64])]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0u64;
+    for (name, dtype, shape) in tensors {
+        let size = match *dtype {
+            "F32" | "I32" => 4,
+            _ => 2,
+        };
+        let bytes = shape.iter().product::<u64>() * size;
+        header.insert(
+            (*name).to_owned(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes]}),
+        );
+        offset += bytes;
+    }
+    let text = serde_json::to_string(&header).expect("JSON");
+    // Small BF16 values: byte pairs (i % 251, 0x3c) decode to finite numbers near 0.01.
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out.extend((0..offset).map(|i| if i % 2 == 0 { (i % 251) as u8 } else { 0x3c }));
+    out
+}
+
+/// Names that make a checkpoint FLUX in diffusers naming (written out by hand here, so that
+/// the inputs do not come from the mapping they test).
+const DIFFUSERS_MARKERS: [&str; 2] = [
+    "single_transformer_blocks.0.attn.to_q.weight",
+    "time_text_embed.timestep_embedder.linear_1.weight",
+];
+const ADD_Q: &str = "transformer_blocks.0.attn.add_q_proj.weight";
+const ADD_K: &str = "transformer_blocks.0.attn.add_k_proj.weight";
+const ADD_V: &str = "transformer_blocks.0.attn.add_v_proj.weight";
+
+/// A tiny diffusers-named FLUX whose `add_k_proj` has `k_shape`.
+fn diffusers_with_k(k_shape: &[u64], with_v: bool) -> Vec<u8> {
+    let mut t: Vec<(&str, &[u64])> = vec![
+        (DIFFUSERS_MARKERS[0], &[8, 8]),
+        (DIFFUSERS_MARKERS[1], &[8, 8]),
+        (ADD_Q, &[8, 8]),
+        (ADD_K, k_shape),
+    ];
+    if with_v {
+        t.push((ADD_V, &[8, 8]));
+    }
+    st_tensors(&t)
+}
+
+/// A tiny BFL-named FLUX: the marker, and `img_in.weight` and `linear1` as given.
+fn bfl_with(img_in: &[u64], linear1: &[u64], extra: &[(&str, &[u64])]) -> Vec<u8> {
+    let mut t: Vec<(&str, &[u64])> = vec![
+        (QKV, &[24, 8]),
+        ("img_in.weight", img_in),
+        ("single_blocks.0.linear1.weight", linear1),
+    ];
+    t.extend_from_slice(extra);
+    st_tensors(&t)
 }
 
 fn index(entries: &[(&str, &str)]) -> Vec<u8> {
@@ -197,7 +292,7 @@ pub fn cases() -> Vec<BadCase> {
         one(
             "not-a-checkpoint.bin",
             b"PK\x03\x04 this is a zip, not a checkpoint".to_vec(),
-            &["not a safetensors or GGUF file"],
+            &["not a safetensors, GGUF or index file"],
         ),
         one("bad-magic.gguf", patch(g.clone(), 0, b"GGML"), &["bad magic"]),
         one(
@@ -267,15 +362,15 @@ pub fn cases() -> Vec<BadCase> {
             "bad-alignment.gguf",
             {
                 let mut k = gguf_kvs();
-                k.push(("general.alignment".into(), Value::U32(24)));
-                gguf_parts(&k, gguf_tensors())
+                k.push(("general.alignment".into(), Meta::U32(24)));
+                gguf_parts(&k, &gguf_tensors())
             },
             &["general.alignment = 24"],
         ),
         one("truncated-header.gguf", g[..qkv_dims + 6].to_vec(), &[QKV, "truncated"]),
         one(
             "duplicate-tensor.gguf",
-            gguf_parts(&gguf_kvs(), vec![gguf_tensors()[0].clone(), gguf_tensors()[0].clone()]),
+            gguf_parts(&gguf_kvs(), &[gguf_tensors()[0].clone(), gguf_tensors()[0].clone()]),
             &[QKV, "appears twice"],
         ),
         one(
@@ -339,5 +434,75 @@ pub fn cases() -> Vec<BadCase> {
             ],
             &["b.safetensors", BIAS, "unknown dtype `X7`"],
         ),
+        unconvertible("quantized-weights.gguf", gguf_good(), &[], &[QKV, "stored as Q8_0"]),
+        unconvertible(
+            "integer-weights.safetensors",
+            st_typed(&[(QKV, "BF16", &[24, 8]), ("img_in.weight", "I32", &[8, 4])]),
+            &[],
+            &["img_in.weight", "stored as I32"],
+        ),
+        unconvertible(
+            "empty-img-in.safetensors",
+            bfl_with(&[0, 4], &[40, 8], &[]),
+            &["--names", "diffusers"],
+            &["img_in.weight", "[0, 4]", "no elements"],
+        ),
+        unconvertible(
+            "scalar-img-in.safetensors",
+            bfl_with(&[], &[40, 8], &[]),
+            &["--names", "diffusers"],
+            &["img_in.weight", "shape []", "must be a matrix"],
+        ),
+        unconvertible(
+            "linear1-width-mismatch.safetensors",
+            bfl_with(&[8, 4], &[40, 16], &[]),
+            &["--names", "diffusers"],
+            &["single_blocks.0.linear1.weight", "model width 8"],
+        ),
+        unconvertible(
+            "linear1-too-few-rows.safetensors",
+            bfl_with(&[8, 4], &[24, 8], &[]),
+            &["--names", "diffusers"],
+            &["single_blocks.0.linear1.weight", "24 rows do not split"],
+        ),
+        unconvertible(
+            "odd-modulation.safetensors",
+            bfl_with(&[8, 4], &[40, 8], &[("final_layer.adaLN_modulation.1.weight", &[3, 8])]),
+            &["--names", "diffusers"],
+            &["final_layer.adaLN_modulation.1.weight", "odd"],
+        ),
+        unconvertible(
+            "five-dims.safetensors",
+            bfl_with(&[8, 4], &[40, 8], &[("double_blocks.0.img_mod.lin.weight", &[1, 2, 2, 2, 2])]),
+            &[],
+            &["double_blocks.0.img_mod.lin.weight", "at most 4 dimensions"],
+        ),
+        unconvertible(
+            "diffusers-scalar-part.safetensors",
+            diffusers_with_k(&[], true),
+            &[],
+            &[ADD_K, "shape []", "scalar"],
+        ),
+        unconvertible(
+            "diffusers-missing-part.safetensors",
+            diffusers_with_k(&[8, 8], false),
+            &[],
+            &["double_blocks.0.txt_attn.qkv.weight", ADD_V, "only"],
+        ),
+        unconvertible(
+            "diffusers-mismatched-parts.safetensors",
+            diffusers_with_k(&[8, 4], true),
+            &[],
+            &[ADD_K, "[8, 4]", "cannot fuse"],
+        ),
+        unconvertible(
+            "name-too-long.safetensors",
+            st_tensors(&[(QKV, &[24, 8]), (LONG_NAME, &[8, 8])]),
+            &[],
+            &["is 141 bytes", "at most 127"],
+        ),
     ]
 }
+
+/// A tensor name of 141 bytes, longer than GGUF readers accept.
+const LONG_NAME: &str = "double_blocks.0.a_very_long_module_name_that_no_real_checkpoint_uses_but_a_damaged_or_exotic_one_might_contain_somewhere_deep_down_low.weight";

@@ -32,9 +32,21 @@ pub enum LayoutError {
         /// Dimensions, ggml order.
         dims: Vec<u64>,
     },
-    /// `alignment` is not a power of two.
-    #[error("alignment {0} is not a power of two")]
+    /// `alignment` is not a power of two, or is too large to pad a header to.
+    #[error("alignment {0} is not a power of two below 2^31")]
     BadAlignment(u64),
+    /// A metadata array read from another file: its elements are not in memory.
+    #[error("metadata `{key}`: an array read from a file cannot be written; rebuild it with `Array::new`")]
+    StoredArray {
+        /// The key.
+        key: String,
+    },
+    /// The data section would pass 2^63 bytes at this tensor.
+    #[error("tensor `{name}`: the data section would exceed 2^63 bytes")]
+    TooLarge {
+        /// Tensor name.
+        name: String,
+    },
 }
 
 /// A planned GGUF file: header bytes and where each tensor's data goes.
@@ -61,8 +73,13 @@ impl Layout {
         tensors: impl IntoIterator<Item = (String, Vec<u64>, GgmlType)>,
         alignment: u64,
     ) -> Result<Layout, LayoutError> {
-        if !alignment.is_power_of_two() {
+        if !alignment.is_power_of_two() || alignment > 1 << 31 {
             return Err(LayoutError::BadAlignment(alignment));
+        }
+        if let Some((key, _)) =
+            kvs.iter().find(|(_, v)| matches!(v, Value::Array(a) if a.built_items().is_none()))
+        {
+            return Err(LayoutError::StoredArray { key: key.clone() });
         }
         let mut infos = Vec::new();
         let mut offset = 0u64;
@@ -85,8 +102,12 @@ impl Layout {
             let Some(size) = size.filter(|&s| s <= i64::MAX as u64) else {
                 return Err(LayoutError::BadDims { name, dims });
             };
+            let next = offset.checked_add(size).and_then(|e| e.checked_next_multiple_of(alignment));
+            let Some(next) = next.filter(|&n| n <= i64::MAX as u64) else {
+                return Err(LayoutError::TooLarge { name });
+            };
             infos.push(TensorInfo { name, dims, ty, offset, size });
-            offset = (offset + size).next_multiple_of(alignment);
+            offset = next;
         }
 
         let mut h = Vec::new();
@@ -131,8 +152,9 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
         Value::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
         Value::Bool(x) => out.push(u8::from(*x)),
         Value::String(s) => put_string(out, s),
-        Value::Array { element_type, items } => {
-            out.extend_from_slice(&element_type.to_le_bytes());
+        Value::Array(a) => {
+            out.extend_from_slice(&a.element_type().to_le_bytes());
+            let items = a.built_items().unwrap_or_default();
             out.extend_from_slice(&(items.len() as u64).to_le_bytes());
             for item in items {
                 put_value(out, item);

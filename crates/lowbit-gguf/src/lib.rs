@@ -17,7 +17,7 @@ mod value;
 pub use error::Error;
 pub use layout::{Layout, LayoutError};
 pub use reader::{Gguf, MAX_KVS, MAX_TENSORS, TensorInfo};
-pub use value::{Value, type_id};
+pub use value::{Array, Value, type_id};
 
 /// Alignment of tensor data when `general.alignment` is absent.
 pub const DEFAULT_ALIGNMENT: u64 = 32;

@@ -3,7 +3,7 @@
 //! Every count and length read from the file is checked against the bytes that remain before it
 //! is used to size an allocation, so a hostile header cannot make us allocate more than the file.
 
-use crate::value::{Value, type_id};
+use crate::value::{Array, Value, decode, type_id};
 use crate::{DEFAULT_ALIGNMENT, Error, MAX_DIMS};
 use lowbit_dtype::GgmlType;
 use std::collections::HashSet;
@@ -135,59 +135,80 @@ impl<'a> Cursor<'a> {
         String::from_utf8(bytes.to_vec()).map_err(|_| Error::InvalidUtf8 { what: ctx.to_string() })
     }
 
-    /// Reads one value of type `ty`; arrays may not nest.
-    fn value(&mut self, ty: u32, key: &str, in_array: bool) -> Result<Value, Error> {
+    /// Reads one value of type `ty`. Arrays are validated and recorded, not decoded.
+    fn value(&mut self, ty: u32, key: &str) -> Result<Value, Error> {
         let ctx = Ctx::KvValue(key);
-        Ok(match ty {
-            type_id::U8 => Value::U8(u8::from_le_bytes(self.array(&ctx)?)),
-            type_id::I8 => Value::I8(i8::from_le_bytes(self.array(&ctx)?)),
-            type_id::U16 => Value::U16(u16::from_le_bytes(self.array(&ctx)?)),
-            type_id::I16 => Value::I16(i16::from_le_bytes(self.array(&ctx)?)),
-            type_id::U32 => Value::U32(self.u32(&ctx)?),
-            type_id::I32 => Value::I32(i32::from_le_bytes(self.array(&ctx)?)),
-            type_id::F32 => Value::F32(f32::from_le_bytes(self.array(&ctx)?)),
-            type_id::BOOL => Value::Bool(self.array::<1>(&ctx)?[0] != 0),
-            type_id::STRING => Value::String(self.string(&ctx)?),
-            type_id::U64 => Value::U64(self.u64(&ctx)?),
-            type_id::I64 => Value::I64(i64::from_le_bytes(self.array(&ctx)?)),
-            type_id::F64 => Value::F64(f64::from_le_bytes(self.array(&ctx)?)),
-            type_id::ARRAY if in_array => {
+        if ty == type_id::ARRAY {
+            return self.stored_array(key);
+        }
+        let start = self.pos;
+        if ty == type_id::STRING {
+            return Ok(Value::String(self.string(&ctx)?));
+        }
+        let Some(size) = type_id::fixed_size(ty) else {
+            return Err(Error::BadValueType {
+                key: key.to_owned(),
+                reason: format!("unknown value type id {ty}"),
+            });
+        };
+        let bytes = self.take(size, &ctx)?;
+        let (v, _) = decode(ty, bytes).ok_or_else(|| Error::BadValueType {
+            key: key.to_owned(),
+            reason: format!("value at offset {start} cannot be decoded"),
+        })?;
+        Ok(v)
+    }
+
+    /// Validates an array (element type, count, every element's bytes) without decoding it.
+    fn stored_array(&mut self, key: &str) -> Result<Value, Error> {
+        let ctx = Ctx::KvValue(key);
+        let element_type = self.u32(&ctx)?;
+        let count = self.u64(&ctx)?;
+        let too_long = |remaining| Error::ArrayTooLong { key: key.to_owned(), count, remaining };
+        let start = self.pos;
+        match element_type {
+            type_id::ARRAY => {
                 return Err(Error::BadValueType {
                     key: key.to_owned(),
                     reason: "nested arrays are not supported".into(),
                 });
             }
-            type_id::ARRAY => {
-                let element_type = self.u32(&ctx)?;
-                let count = self.u64(&ctx)?;
-                let min_size = match element_type {
-                    type_id::U8 | type_id::I8 | type_id::BOOL => 1,
-                    type_id::U16 | type_id::I16 => 2,
-                    type_id::U32 | type_id::I32 | type_id::F32 => 4,
-                    // A string is at least its 8-byte length; a nested array is refused below.
-                    _ => 8,
-                };
-                if count.checked_mul(min_size).is_none_or(|n| n > self.remaining()) {
-                    return Err(Error::ArrayTooLong {
-                        key: key.to_owned(),
-                        count,
-                        remaining: self.remaining(),
-                    });
+            type_id::STRING => {
+                // Each string is at least its 8-byte length.
+                if count.checked_mul(8).is_none_or(|n| n > self.remaining()) {
+                    return Err(too_long(self.remaining()));
                 }
-                #[expect(clippy::cast_possible_truncation, reason = "bounded by remaining bytes")]
-                let mut items = Vec::with_capacity(count as usize);
                 for _ in 0..count {
-                    items.push(self.value(element_type, key, true)?);
+                    let len = self.u64(&ctx)?;
+                    if len > self.remaining() {
+                        return Err(Error::StringPastEnd {
+                            what: ctx.to_string(),
+                            offset: self.pos as u64 - 8,
+                            len,
+                            file_len: self.buf.len() as u64,
+                        });
+                    }
+                    let bytes = self.take(len, &ctx)?;
+                    if std::str::from_utf8(bytes).is_err() {
+                        return Err(Error::InvalidUtf8 { what: ctx.to_string() });
+                    }
                 }
-                Value::Array { element_type, items }
             }
-            other => {
-                return Err(Error::BadValueType {
-                    key: key.to_owned(),
-                    reason: format!("unknown value type id {other}"),
-                });
+            ty => {
+                let Some(size) = type_id::fixed_size(ty) else {
+                    return Err(Error::BadValueType {
+                        key: key.to_owned(),
+                        reason: format!("unknown array element type id {ty}"),
+                    });
+                };
+                let bytes = count.checked_mul(size).filter(|&n| n <= self.remaining());
+                let Some(bytes) = bytes else {
+                    return Err(too_long(self.remaining()));
+                };
+                self.take(bytes, &ctx)?;
             }
-        })
+        }
+        Ok(Value::Array(Array::stored(element_type, count, start, self.pos - start)))
     }
 }
 
@@ -233,7 +254,7 @@ impl<'a> Gguf<'a> {
         for i in 0..n_kvs {
             let key = c.string(&Ctx::KvKey(i))?;
             let ty = c.u32(&Ctx::KvValue(&key))?;
-            let value = c.value(ty, &key, false)?;
+            let value = c.value(ty, &key)?;
             if !keys.insert(key.clone()) {
                 return Err(Error::DuplicateKey { key });
             }
@@ -243,7 +264,7 @@ impl<'a> Gguf<'a> {
             None => DEFAULT_ALIGNMENT,
             Some((_, Value::U32(a))) if a.is_power_of_two() => u64::from(*a),
             Some((_, v)) => {
-                return Err(Error::BadAlignment { value: format!("{v} ({})", type_name(v)) });
+                return Err(Error::BadAlignment { value: format!("{v} ({})", v.type_name()) });
             }
         };
 
@@ -281,10 +302,24 @@ impl<'a> Gguf<'a> {
         self.data_start
     }
 
-    /// Metadata entries in file order.
+    /// Metadata entries in file order. Arrays are references into the buffer: decode them
+    /// with [`Array::items`](crate::Array::items) and [`Gguf::buffer`].
     #[must_use]
     pub fn kvs(&self) -> &[(String, Value)] {
         &self.kvs
+    }
+
+    /// The metadata entries, moved out (tensor infos stay readable through [`Gguf::tensors`]
+    /// until then, so take them first).
+    #[must_use]
+    pub fn into_kvs(self) -> Vec<(String, Value)> {
+        self.kvs
+    }
+
+    /// The whole buffer the file was parsed from.
+    #[must_use]
+    pub fn buffer(&self) -> &'a [u8] {
+        self.buf
     }
 
     /// One metadata value by key.
@@ -307,24 +342,6 @@ impl<'a> Gguf<'a> {
         #[expect(clippy::cast_possible_truncation, reason = "validated against buf.len()")]
         let end = start + t.size as usize;
         &self.buf[start..end]
-    }
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v.type_id() {
-        type_id::U8 => "u8",
-        type_id::I8 => "i8",
-        type_id::U16 => "u16",
-        type_id::I16 => "i16",
-        type_id::U32 => "u32",
-        type_id::I32 => "i32",
-        type_id::F32 => "f32",
-        type_id::BOOL => "bool",
-        type_id::STRING => "string",
-        type_id::ARRAY => "array",
-        type_id::U64 => "u64",
-        type_id::I64 => "i64",
-        _ => "f64",
     }
 }
 

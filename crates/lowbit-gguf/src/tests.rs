@@ -1,6 +1,6 @@
 //! One test per reader error, on files built by [`Layout`] and then damaged.
 
-use crate::{Error, Gguf, Layout, Value, type_id};
+use crate::{Array, Error, Gguf, Layout, LayoutError, Value, type_id};
 use lowbit_dtype::GgmlType;
 use proptest::prelude::*;
 
@@ -10,7 +10,7 @@ fn kvs() -> Vec<(String, Value)> {
         ("general.quantization_version".into(), Value::U32(2)),
         (
             "lowbit.list".into(),
-            Value::Array { element_type: type_id::I32, items: vec![Value::I32(1), Value::I32(-2)] },
+            Value::Array(Array::new(type_id::I32, vec![Value::I32(1), Value::I32(-2)])),
         ),
     ]
 }
@@ -53,7 +53,10 @@ fn reads_what_layout_writes() {
     let g = Gguf::parse(&bytes).unwrap();
     assert_eq!(g.version(), 3);
     assert_eq!(g.alignment(), 32);
-    assert_eq!(g.kvs(), &kvs()[..]);
+    assert_eq!(g.kvs()[..2], kvs()[..2]);
+    let Value::Array(list) = &g.kvs()[2].1 else { panic!("lowbit.list is an array") };
+    assert_eq!((list.element_type(), list.len(), list.stored_bytes()), (type_id::I32, 2, 8));
+    assert_eq!(list.items(g.buffer()).collect::<Vec<_>>(), [Value::I32(1), Value::I32(-2)]);
     assert_eq!(g.get("general.architecture").and_then(Value::as_str), Some("flux"));
     let t = &g.tensors()[1];
     assert_eq!(t.name, "b.weight");
@@ -163,10 +166,10 @@ fn array_too_long_and_bad_value_types() {
 
     let nested = vec![(
         "nested".to_owned(),
-        Value::Array {
-            element_type: type_id::ARRAY,
-            items: vec![Value::Array { element_type: type_id::U8, items: vec![] }],
-        },
+        Value::Array(Array::new(
+            type_id::ARRAY,
+            vec![Value::Array(Array::new(type_id::U8, vec![]))],
+        )),
     )];
     let err = Gguf::parse(&with(&nested, vec![], 0)).unwrap_err();
     assert!(matches!(err, Error::BadValueType { .. }), "{err}");
@@ -277,4 +280,69 @@ proptest! {
             prop_assert_eq!(t.ty, ty);
         }
     }
+}
+
+/// Arrays are validated when parsed and decoded only on demand, so a header holding millions of
+/// elements costs no per-element memory; every element type decodes back to what was written.
+#[test]
+fn arrays_are_lazy_and_decode_every_type() {
+    let n = 3_000_000;
+    let strings = vec![Value::String("héllo".into()), Value::String(String::new())];
+    let mut k = vec![(
+        "big".to_owned(),
+        Value::Array(Array::new(type_id::U8, (0..n).map(|i| Value::U8((i % 251) as u8)).collect())),
+    )];
+    let samples = [
+        Value::U8(7),
+        Value::I8(-7),
+        Value::U16(700),
+        Value::I16(-700),
+        Value::U32(70_000),
+        Value::I32(-70_000),
+        Value::F32(1.5),
+        Value::Bool(true),
+        Value::U64(1 << 40),
+        Value::I64(-(1 << 40)),
+        Value::F64(-2.25),
+    ];
+    for v in &samples {
+        k.push((format!("a.{}", v.type_name()), Value::Array(Array::new(v.type_id(), vec![v.clone(); 3]))));
+    }
+    k.push(("a.string".into(), Value::Array(Array::new(type_id::STRING, strings.clone()))));
+    let bytes = with(&k, vec![], 0);
+    let g = Gguf::parse(&bytes).unwrap();
+    let Value::Array(big) = &g.kvs()[0].1 else { panic!("an array") };
+    assert_eq!((big.len(), big.stored_bytes()), (n as u64, n as u64));
+    assert_eq!(big.items(g.buffer()).nth(300), Some(Value::U8((300 % 251) as u8)));
+    assert_eq!(big.items(g.buffer()).count(), n);
+    for (i, v) in samples.iter().enumerate() {
+        let Value::Array(a) = &g.kvs()[i + 1].1 else { panic!("an array") };
+        assert_eq!(a.items(g.buffer()).collect::<Vec<_>>(), vec![v.clone(); 3], "{}", v.type_name());
+    }
+    let Value::Array(a) = &g.kvs()[samples.len() + 1].1 else { panic!("an array") };
+    assert_eq!(a.items(g.buffer()).collect::<Vec<_>>(), strings);
+    // An array read from a file cannot be written back without its buffer.
+    let again = Layout::new(g.kvs(), vec![], 32).unwrap_err();
+    assert_eq!(again, LayoutError::StoredArray { key: "big".into() });
+}
+
+#[test]
+fn array_elements_are_validated() {
+    // A string element whose length runs past the end, and one that is not UTF-8.
+    let k = vec![("s".to_owned(), Value::Array(Array::new(type_id::STRING, vec![Value::String("abcd".into())])))];
+    let good = with(&k, vec![], 0);
+    let at = find(&good, b"abcd") - 8;
+    let mut bytes = good.clone();
+    bytes[at..at + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    assert!(matches!(Gguf::parse(&bytes).unwrap_err(), Error::StringPastEnd { .. }));
+    let mut bytes = good;
+    bytes[at + 8] = 0xff;
+    assert!(matches!(Gguf::parse(&bytes).unwrap_err(), Error::InvalidUtf8 { .. }));
+    // An unknown element type.
+    let k = vec![("u".to_owned(), Value::Array(Array::new(type_id::U8, vec![Value::U8(1)])))];
+    let mut bytes = with(&k, vec![], 0);
+    let at = find(&bytes, b"u\x09\x00\x00\x00") + 1 + 4;
+    bytes[at..at + 4].copy_from_slice(&13u32.to_le_bytes());
+    let err = Gguf::parse(&bytes).unwrap_err();
+    assert!(matches!(err, Error::BadValueType { ref reason, .. } if reason.contains("13")), "{err}");
 }

@@ -1,4 +1,5 @@
-//! `lowbit inspect`: a per-tensor table, a summary by type and block, JSON, and a depth plot.
+//! `lowbit inspect`: a summary (architecture, totals, by type, by block, metadata), the
+//! per-tensor table on request, JSON, and a depth plot.
 //!
 //! [`Report::build`] reads nothing but headers; the three renderings (`text`, `json`, `plot`) are
 //! pure functions of the report.
@@ -13,6 +14,7 @@ use crate::output;
 use anyhow::Context;
 use lowbit_arch::{Block, Detection, block_of, detect};
 use lowbit_checkpoint::{Checkpoint, Metadata};
+use lowbit_checkpoint::gguf::{Value, type_id};
 use serde::Serialize;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -25,13 +27,54 @@ pub(crate) fn run(args: &InspectArgs) -> anyhow::Result<()> {
         let svg = plot::svg(&report)
             .with_context(|| format!("{}: cannot draw the plot", out.display()))?;
         output::write_atomic(out, svg.as_bytes())?;
+        output::note(&format!("wrote the depth plot to {}", out.display()));
     }
     if args.json {
         let mut s = serde_json::to_string_pretty(&report)?;
         s.push('\n');
         output::print(&s)
     } else {
-        output::print(&text::render(&report))
+        output::print(&text::render(&report, args.tensors))
+    }
+}
+
+/// Arrays up to this many elements appear whole in the JSON; longer ones are summarised.
+const JSON_ARRAY_MAX: u64 = 64;
+/// Elements shown at the head of a summarised array.
+const JSON_ARRAY_HEAD: usize = 8;
+
+/// A GGUF metadata value as typed JSON: numbers as numbers, strings as strings, arrays as arrays
+/// (long ones as `{"type", "length", "head"}`). Non-finite floats, which JSON lacks, become
+/// strings (`"NaN"`, `"inf"`).
+fn json_value(ckpt: &Checkpoint, v: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    let float = |f: f64| serde_json::Number::from_f64(f).map_or_else(|| J::String(f.to_string()), J::Number);
+    match v {
+        Value::U8(x) => J::from(*x),
+        Value::I8(x) => J::from(*x),
+        Value::U16(x) => J::from(*x),
+        Value::I16(x) => J::from(*x),
+        Value::U32(x) => J::from(*x),
+        Value::I32(x) => J::from(*x),
+        Value::U64(x) => J::from(*x),
+        Value::I64(x) => J::from(*x),
+        Value::F32(x) => float(f64::from(*x)),
+        Value::F64(x) => float(*x),
+        Value::Bool(x) => J::Bool(*x),
+        Value::String(s) => J::String(s.clone()),
+        Value::Array(a) => {
+            let items = ckpt.array_items(a);
+            if a.len() <= JSON_ARRAY_MAX {
+                J::Array(items.map(|i| json_value(ckpt, &i)).collect())
+            } else {
+                let element = type_id::name(a.element_type()).unwrap_or("?");
+                serde_json::json!({
+                    "type": format!("array of {element}"),
+                    "length": a.len(),
+                    "head": items.take(JSON_ARRAY_HEAD).map(|i| json_value(ckpt, &i)).collect::<Vec<_>>(),
+                })
+            }
+        }
     }
 }
 
@@ -51,7 +94,7 @@ pub(crate) struct Report {
     pub(crate) prefix: String,
     pub(crate) by_type: Vec<Group>,
     pub(crate) by_block: Vec<Group>,
-    pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) metadata: BTreeMap<String, serde_json::Value>,
 }
 
 /// One logical weight.
@@ -163,12 +206,14 @@ impl Report {
         let by_block = group(&|t| t.block.clone());
 
         let metadata = match ckpt.metadata() {
-            Metadata::Safetensors(m) => m.clone(),
+            Metadata::Safetensors(m) => {
+                m.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect()
+            }
             Metadata::Gguf { version, alignment, kvs } => {
-                let mut m: BTreeMap<String, String> =
-                    kvs.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
-                m.insert("gguf.version".into(), version.to_string());
-                m.insert("gguf.alignment".into(), alignment.to_string());
+                let mut m: BTreeMap<String, serde_json::Value> =
+                    kvs.iter().map(|(k, v)| (k.clone(), json_value(ckpt, v))).collect();
+                m.insert("gguf.version".into(), (*version).into());
+                m.insert("gguf.alignment".into(), (*alignment).into());
                 m
             }
         };

@@ -58,26 +58,24 @@ fn group_table(title: &str, groups: &[Group]) -> Table {
     t
 }
 
-/// Renders the whole report as text.
-pub(crate) fn render(r: &Report) -> String {
-    let mut out = String::new();
-    let mut tensors =
-        table(&["tensor", "shape", "type", "params", "bytes", "bits/weight"], &[3, 4, 5]);
-    for t in &r.tensors {
-        let shape = t.shape.iter().map(u64::to_string).collect::<Vec<_>>().join("×");
-        tensors.add_row(vec![
-            t.name.clone(),
-            if shape.is_empty() { "scalar".into() } else { shape },
-            t.ty.to_owned(),
-            t.params.to_string(),
-            t.bytes.to_string(),
-            format!("{:.3}", t.bits_per_weight),
-        ]);
+/// One line of a metadata value: JSON with long strings and arrays cut short.
+fn short(v: &serde_json::Value) -> String {
+    const MAX: usize = 72;
+    let text = match v {
+        serde_json::Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    };
+    if text.chars().count() <= MAX {
+        text
+    } else {
+        format!("{}… ({} chars)", text.chars().take(MAX).collect::<String>(), text.chars().count())
     }
-    let _ = writeln!(out, "{tensors}\n");
-    let _ = writeln!(out, "{}\n", group_table("type", &r.by_type));
-    let _ = writeln!(out, "{}\n", group_table("block", &r.by_block));
+}
 
+/// Renders the report as text: the summary first (what the file is, totals, by type, by block,
+/// metadata), then, when asked, every tensor.
+pub(crate) fn render(r: &Report, with_tensors: bool) -> String {
+    let mut out = String::new();
     let _ = writeln!(out, "path          {}", r.path);
     let files =
         if r.files.len() == 1 { String::new() } else { format!(" ({} files)", r.files.len()) };
@@ -86,25 +84,42 @@ pub(crate) fn render(r: &Report) -> String {
     let prefix =
         if r.prefix.is_empty() { String::new() } else { format!(", prefix `{}`", r.prefix) };
     let _ = writeln!(out, "architecture  {}{naming}{prefix}", r.architecture);
-    for key in [
-        "general.architecture",
-        "general.file_type",
-        "general.quantization_version",
-        "gguf.version",
-    ] {
-        if let Some(v) = r.metadata.get(key) {
-            let _ = writeln!(out, "{key:<13} {v}");
-        }
-    }
     let _ = writeln!(
         out,
-        "total         {} tensors, {} parameters, {} ({} bytes), {:.3} bits/weight",
+        "total         {} tensors, {} parameters, {} ({} bytes), {:.3} bits/weight\n",
         r.tensors.len(),
         human_params(r.total_params),
         human_bytes(r.total_bytes),
         r.total_bytes,
         r.bits_per_weight
     );
+    let _ = writeln!(out, "{}\n", group_table("type", &r.by_type));
+    let _ = writeln!(out, "{}\n", group_table("block", &r.by_block));
+    if !r.metadata.is_empty() {
+        let mut meta = table(&["metadata", "value"], &[]);
+        for (k, v) in &r.metadata {
+            meta.add_row(vec![k.clone(), short(v)]);
+        }
+        let _ = writeln!(out, "{meta}\n");
+    }
+    if with_tensors {
+        let mut tensors =
+            table(&["tensor", "shape", "type", "params", "bytes", "bits/weight"], &[3, 4, 5]);
+        for t in &r.tensors {
+            let shape = t.shape.iter().map(u64::to_string).collect::<Vec<_>>().join("×");
+            tensors.add_row(vec![
+                t.name.clone(),
+                if shape.is_empty() { "scalar".into() } else { shape },
+                t.ty.to_owned(),
+                t.params.to_string(),
+                t.bytes.to_string(),
+                format!("{:.3}", t.bits_per_weight),
+            ]);
+        }
+        let _ = writeln!(out, "{tensors}");
+    } else {
+        let _ = writeln!(out, "{} tensors: --tensors lists them", r.tensors.len());
+    }
     out
 }
 
