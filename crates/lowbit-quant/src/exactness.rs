@@ -12,8 +12,8 @@
 //! NaN pieces are left out for the K-quants: their bytes depend on which NaN payload each
 //! operation propagates, which is the compiler's choice (see `kquants`).
 
-use crate::f16::{bf16_to_fp32, fp32_to_bf16};
 use lowbit_dtype::GgmlType;
+use lowbit_dtype::f16::{bf16_to_fp32, fp32_to_bf16};
 
 /// SplitMix64.
 struct Rng(u64);

@@ -12,7 +12,7 @@
 
 use super::QK_K;
 use crate::QuantBlock;
-use crate::f16::{bf16_to_fp32, fp32_to_bf16};
+use lowbit_dtype::f16::{bf16_to_fp32, fp32_to_bf16};
 
 /// Sebastiano Vigna's SplitMix64.
 pub(super) struct SplitMix64(u64);
