@@ -200,6 +200,7 @@ mod fast {
 mod tests {
     use crate::QuantBlock;
     use lowbit_dtype::blocks::{Block, BlockTQ1_0, BlockTQ2_0, QK_K};
+    use lowbit_fixtures::rng::Rng;
 
     /// Already-ternary weights (values in {−s, 0, s}) survive both types exactly when s is an f16.
     #[test]
@@ -220,11 +221,8 @@ mod tests {
 
     #[test]
     fn fast_paths_equal_the_reference() {
-        let mut s = 3u64;
-        let mut next = move || {
-            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        };
+        let mut r = Rng::new(3);
+        let mut next = move || r.uniform_f32(-1.0, 1.0);
         let specials = [0.0, -0.0, 0.5, -0.5, 1e-40, f32::NAN, f32::INFINITY, 1e30, -1.0];
         let mut x = Vec::new();
         for b in 0..300 {

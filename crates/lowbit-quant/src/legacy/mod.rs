@@ -225,17 +225,12 @@ mod tests {
     use crate::QuantBlock;
     use lowbit_dtype::blocks::Block;
     use lowbit_dtype::f16::fp32_to_fp16;
+    use lowbit_fixtures::rng::Rng;
 
+    /// Uniform values in `[−1, 1)` from `seed`.
     fn rng(seed: u64) -> impl FnMut() -> f32 {
-        let mut s = seed;
-        move || {
-            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        }
+        let mut r = Rng::new(seed);
+        move || r.uniform_f32(-1.0, 1.0)
     }
 
     fn round_trip<B: QuantBlock + Default + PartialEq>(x: &[f32]) -> Vec<f32> {
