@@ -1,16 +1,16 @@
 //! Element types found in checkpoint files and their decoding to `f32`.
 //!
-//! Three families live here.
+//! Two families of types live here, with what it takes to decode them.
 //! [`Dtype`] is a dense element type as safetensors names it (`BF16`, `F8_E4M3`, …), decoded by
 //! [`decode_to_f32`].
 //! [`GgmlType`] is a ggml tensor type, dense or block-quantized, with the block table that every
-//! reader, writer and kernel of lowbit takes its sizes from.
-//! [`blocks`] holds ggml's packed block structs (`BlockQ4_0`, `BlockQ4K`, …), byte for byte, and
-//! their dequantizers, reached at run time through [`dequantize`]; the quantizers that fill these
-//! structs live in `lowbit-quant`, so that a reader needs only this crate.
+//! reader, writer and kernel of lowbit takes its sizes from. The module [`blocks`] lays out each
+//! of ggml's packed blocks byte for byte (`BlockQ4_0`, `BlockQ4K`, …) with its dequantizer, and
+//! [`dequantize`] picks one for a runtime type. The quantizers that fill these structs live in
+//! `lowbit-quant`, so a reader of quantized files needs only this crate.
 //!
-//! [`f16`] is ggml's own half and bfloat16 conversion, the only one lowbit's production code
-//! uses, and [`fp8`] decodes the 8-bit float formats.
+//! The module [`f16`](mod@f16) is ggml's own half and bfloat16 conversion, the only one in
+//! lowbit's production code; [`fp8`] decodes the 8-bit float formats.
 //!
 //! This crate does no I/O and allocates nothing on its decoding paths.
 

@@ -1,4 +1,5 @@
-//! The ternary types TQ1_0 and TQ2_0: 256 elements in {−1, 0, +1} times one f16 scale.
+//! The quantizers of the ternary types TQ1_0 and TQ2_0: 256 elements in {−1, 0, +1} times one
+//! f16 scale. Their block structs and dequantizers are in [`lowbit_dtype::blocks`].
 //!
 //! Both quantizers take `d = max |x|` and `trit = lroundf(x / d) + 1`, as ggml's
 //! `quantize_row_tq1_0_ref` / `quantize_row_tq2_0_ref` do; they are lossless only for weights

@@ -1,9 +1,10 @@
-//! ggml's K-quants: Q2_K, Q3_K, Q4_K, Q5_K and Q6_K.
+//! The quantizers of ggml's K-quants: Q2_K, Q3_K, Q4_K, Q5_K and Q6_K.
 //!
 //! All five types cut a row into super-blocks of 256 elements, split each super-block into
 //! sub-blocks of 16 or 32 elements, fit a scale (and for Q2_K, Q4_K and Q5_K a minimum) to every
 //! sub-block, and then quantize those per-sub-block scales once more against one or two f16
-//! super-block scales.
+//! super-block scales. The super-block structs, with their layouts documented field by field,
+//! and the dequantizers are in [`lowbit_dtype::blocks`].
 //!
 //! Each type has two quantizers. The reference one ports ggml's `quantize_row_q*_K_ref` one
 //! operation at a time: the same f32 expressions evaluated in the same order, the same

@@ -1,9 +1,12 @@
-//! The 32-element types: Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0.
+//! The quantizers of the 32-element types Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0, whose block structs
+//! and dequantizers are in [`lowbit_dtype::blocks`].
 //!
 //! Each quantizer is ggml's `quantize_row_*_ref` step for step: the scale is found with the same
 //! comparisons (the first element of largest magnitude wins ties), divided the same way
 //! (`max / -8`, then `1/d`), stored through ggml's f16 conversion, and every element is rounded
 //! as the C does (`(int8_t)(x·id + 8.5)` truncates; `roundf` rounds half away from zero).
+//! Those reference quantizers are here; the fast ones, which write the same bytes from
+//! lockstep SIMD lanes, are in [`fast`].
 
 use crate::QuantBlock;
 use lowbit_dtype::blocks::{Block, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
