@@ -9,7 +9,7 @@
 //!   `quantize_<type>` without an importance matrix (what `ggml_quantize_chunk` runs), compiled
 //!   from the pinned ggml source by `tests/interop/ggml_ref.py`;
 //! - where the `gguf` package quantizes the type, its bytes must be the same too;
-//! - `lowbit_quant::dequantize` must decode ggml's blocks, and blocks of random bytes, to the
+//! - `lowbit_dtype::dequantize` must decode ggml's blocks, and blocks of random bytes, to the
 //!   same `f32` bits as ggml's `dequantize_row_<type>` and as `gguf.quants.dequantize` (two NaNs
 //!   count as equal: NaN payloads are the hardware's business, not the format's).
 //!
@@ -486,7 +486,7 @@ fn lowbit_quantize(ty: GgmlType, x: &[f32], reference: bool) -> Vec<u8> {
 
 fn lowbit_dequantize(ty: GgmlType, blocks: &[u8]) -> Vec<f32> {
     let mut out = vec![0f32; blocks.len() / ty.type_size() * ty.block_size()];
-    lowbit_quant::dequantize(ty, blocks, &mut out)
+    lowbit_dtype::dequantize(ty, blocks, &mut out)
         .unwrap_or_else(|e| panic!("{}: lowbit cannot dequantize: {e}", ty.name()));
     out
 }

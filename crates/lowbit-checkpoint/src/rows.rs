@@ -1,7 +1,7 @@
 //! Reading tensors as `f32`, a chunk of rows or a range of elements at a time.
 
 use crate::{Checkpoint, Error, StorageType, Tensor};
-use lowbit_dtype::{Dtype, GgmlType, decode_to_f32};
+use lowbit_dtype::{Dtype, GgmlType, decode_to_f32, dequantize};
 use std::ops::Range;
 
 /// The dense dtype equivalent to a dense ggml type.
@@ -95,9 +95,7 @@ impl Checkpoint {
         self.read_raw_at(t, start, bytes)?;
         let decoded = match (dense, t.ty) {
             (Some(d), _) => decode_to_f32(d, bytes, out).map_err(|e| e.to_string()),
-            (None, StorageType::Ggml(g)) => {
-                lowbit_quant::dequantize(g, bytes, out).map_err(|e| e.to_string())
-            }
+            (None, StorageType::Ggml(g)) => dequantize(g, bytes, out).map_err(|e| e.to_string()),
             (None, StorageType::Dense(d)) => Err(format!("{d} cannot be decoded")),
         };
         decoded.map_err(|reason| self.read_error(t, reason))

@@ -1,7 +1,10 @@
 //! Decoding little-endian dense elements to `f32`.
+//!
+//! Half-precision elements go through ggml's conversions in [`crate::f16`], the same ones the
+//! GGUF block decoders use, so an F16 tensor reads the same from safetensors as from GGUF.
 
+use crate::f16::{bf16_to_fp32, fp16_to_fp32};
 use crate::{Dtype, fp8};
-use half::f16;
 use std::fmt;
 
 /// The byte and element counts handed to [`decode_to_f32`] do not agree.
@@ -51,8 +54,8 @@ pub fn decode_to_f32(dtype: Dtype, src: &[u8], dst: &mut [f32]) -> Result<(), De
         Dtype::F8E8M0 => map(src, dst, |[b]| fp8::e8m0_to_f32(b)),
         Dtype::U16 => map(src, dst, |b| f32::from(u16::from_le_bytes(b))),
         Dtype::I16 => map(src, dst, |b| f32::from(i16::from_le_bytes(b))),
-        Dtype::F16 => map(src, dst, |b| f16::from_le_bytes(b).to_f32()),
-        Dtype::BF16 => map(src, dst, |b| f32::from_bits(u32::from(u16::from_le_bytes(b)) << 16)),
+        Dtype::F16 => map(src, dst, |b| fp16_to_fp32(u16::from_le_bytes(b))),
+        Dtype::BF16 => map(src, dst, |b| bf16_to_fp32(u16::from_le_bytes(b))),
         Dtype::U32 => map(src, dst, |b| u32::from_le_bytes(b) as f32),
         Dtype::I32 => map(src, dst, |b| i32::from_le_bytes(b) as f32),
         Dtype::F32 => map(src, dst, f32::from_le_bytes),
@@ -84,6 +87,18 @@ mod tests {
             let mut got = vec![0.0; want.len()];
             decode_to_f32(dtype, &bytes, &mut got).unwrap();
             assert_eq!(got, want, "{dtype}");
+        }
+    }
+
+    /// ggml's conversion decodes every half, NaNs included, to the bits the `half` crate gives.
+    #[test]
+    fn f16_decodes_every_half_as_the_half_crate_does() {
+        let src: Vec<u8> = (0..=u16::MAX).flat_map(u16::to_le_bytes).collect();
+        let mut got = vec![0.0f32; 1 << 16];
+        decode_to_f32(Dtype::F16, &src, &mut got).unwrap();
+        for (h, v) in (0..=u16::MAX).zip(&got) {
+            let want = half::f16::from_bits(h).to_f32();
+            assert_eq!(v.to_bits(), want.to_bits(), "{h:#06x}");
         }
     }
 

@@ -1,6 +1,8 @@
 //! A seeded generator with a fixed algorithm, so that fixtures never change with a crate update.
 //!
 //! SplitMix64 for bits and Box–Muller for normal samples; no dependency can alter either.
+//! It is the one seeded generator of lowbit's tests: the fixtures and the quantizer tests
+//! (through a dev-dependency) both draw from it.
 
 /// SplitMix64 (Steele, Lea and Flood, 2014).
 #[derive(Debug, Clone)]
@@ -43,6 +45,22 @@ impl Rng {
         self.next_u64() % n
     }
 
+    /// Uniform index in `[0, n)` (`n > 0`): [`Rng::below`] for `usize`.
+    pub fn index(&mut self, n: usize) -> usize {
+        #[expect(clippy::cast_possible_truncation, reason = "below n, which is a usize")]
+        let i = self.below(n as u64) as usize;
+        i
+    }
+
+    /// `lo + (hi − lo)·u` for `u` uniform in `[0, 1)` with 24 random bits (an `f32` mantissa's
+    /// worth). The result is below `hi` unless the rounding of that expression reaches it, which
+    /// it never does for `[−1, 1)`.
+    pub fn uniform_f32(&mut self, lo: f32, hi: f32) -> f32 {
+        #[expect(clippy::cast_precision_loss, reason = "24 bits are exact in f32")]
+        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        lo + (hi - lo) * u
+    }
+
     /// Standard normal sample.
     pub fn normal(&mut self) -> f64 {
         let u1 = 1.0 - self.uniform();
@@ -61,6 +79,16 @@ mod tests {
         let mut r = Rng::new(0);
         assert_eq!(r.next_u64(), 0xe220_a839_7b1d_cdaf);
         assert_eq!(r.next_u64(), 0x6e78_9e6a_a1b9_65f4);
+    }
+
+    #[test]
+    fn ranges_hold() {
+        let mut r = Rng::new(3);
+        for _ in 0..10_000 {
+            assert!(r.index(7) < 7);
+            let v = r.uniform_f32(-1.0, 1.0);
+            assert!((-1.0..1.0).contains(&v), "{v}");
+        }
     }
 
     #[test]

@@ -1,14 +1,18 @@
-//! The block trait and the runtime dispatch from a [`GgmlType`] to its block struct.
+//! The quantizer trait and the runtime dispatch from a [`GgmlType`] to its block struct.
+//!
+//! The block structs, their layout and their dequantizers belong to `lowbit-dtype`
+//! ([`lowbit_dtype::blocks`]); [`QuantBlock`] adds the two quantizers to each of them.
 
 use lowbit_dtype::GgmlType;
+use lowbit_dtype::blocks::{
+    Block, BlockBF16, BlockF16, BlockF32, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K,
+    BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockTQ1_0, BlockTQ2_0,
+};
 
-/// A ggml block: `QK` elements packed into `size_of::<Self>()` bytes.
-pub(crate) trait QuantBlock: bytemuck::Pod {
-    /// The ggml type.
-    const TYPE: GgmlType;
-    /// Elements per block.
-    const QK: usize;
-
+/// A ggml block that lowbit can write: ggml's reference quantizer and a fast one.
+///
+/// The element count, the type and the dequantizer come from [`Block`].
+pub(crate) trait QuantBlock: Block {
     /// ggml's reference quantizer, operation for operation. `x.len() == y.len() * QK`.
     fn quantize_ref(x: &[f32], y: &mut [Self]);
 
@@ -16,15 +20,12 @@ pub(crate) trait QuantBlock: bytemuck::Pod {
     fn quantize(x: &[f32], y: &mut [Self]) {
         Self::quantize_ref(x, y);
     }
-
-    /// ggml's dequantizer. `x.len() == y.len() * QK`.
-    fn dequantize(y: &[Self], x: &mut [f32]);
 }
 
-/// Why a buffer cannot be (de)quantized.
+/// Why a buffer cannot be quantized.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// lowbit has no quantizer (or dequantizer) for this type.
+    /// lowbit has no quantizer for this type.
     #[error("{0} is not supported")]
     Unsupported(GgmlType),
     /// The element count is not a whole number of blocks, or the buffers disagree.
@@ -46,8 +47,7 @@ pub enum Error {
 }
 
 fn blocks<B: QuantBlock>(x_len: usize, bytes: usize) -> Result<(), Error> {
-    let ok = x_len.is_multiple_of(B::QK) && x_len / B::QK * size_of::<B>() == bytes;
-    if ok {
+    if B::whole_blocks(x_len, bytes) {
         Ok(())
     } else {
         Err(Error::Length {
@@ -63,21 +63,21 @@ fn blocks<B: QuantBlock>(x_len: usize, bytes: usize) -> Result<(), Error> {
 macro_rules! dispatch {
     ($ty:expr, $f:ident, $($args:expr),*) => {
         match $ty {
-            GgmlType::F32 => $f::<crate::dense::BlockF32>($($args),*),
-            GgmlType::F16 => $f::<crate::dense::BlockF16>($($args),*),
-            GgmlType::BF16 => $f::<crate::dense::BlockBF16>($($args),*),
-            GgmlType::Q4_0 => $f::<crate::legacy::BlockQ4_0>($($args),*),
-            GgmlType::Q4_1 => $f::<crate::legacy::BlockQ4_1>($($args),*),
-            GgmlType::Q5_0 => $f::<crate::legacy::BlockQ5_0>($($args),*),
-            GgmlType::Q5_1 => $f::<crate::legacy::BlockQ5_1>($($args),*),
-            GgmlType::Q8_0 => $f::<crate::legacy::BlockQ8_0>($($args),*),
-            GgmlType::Q2_K => $f::<crate::kquants::BlockQ2K>($($args),*),
-            GgmlType::Q3_K => $f::<crate::kquants::BlockQ3K>($($args),*),
-            GgmlType::Q4_K => $f::<crate::kquants::BlockQ4K>($($args),*),
-            GgmlType::Q5_K => $f::<crate::kquants::BlockQ5K>($($args),*),
-            GgmlType::Q6_K => $f::<crate::kquants::BlockQ6K>($($args),*),
-            GgmlType::TQ1_0 => $f::<crate::ternary::BlockTQ1_0>($($args),*),
-            GgmlType::TQ2_0 => $f::<crate::ternary::BlockTQ2_0>($($args),*),
+            GgmlType::F32 => $f::<BlockF32>($($args),*),
+            GgmlType::F16 => $f::<BlockF16>($($args),*),
+            GgmlType::BF16 => $f::<BlockBF16>($($args),*),
+            GgmlType::Q4_0 => $f::<BlockQ4_0>($($args),*),
+            GgmlType::Q4_1 => $f::<BlockQ4_1>($($args),*),
+            GgmlType::Q5_0 => $f::<BlockQ5_0>($($args),*),
+            GgmlType::Q5_1 => $f::<BlockQ5_1>($($args),*),
+            GgmlType::Q8_0 => $f::<BlockQ8_0>($($args),*),
+            GgmlType::Q2_K => $f::<BlockQ2K>($($args),*),
+            GgmlType::Q3_K => $f::<BlockQ3K>($($args),*),
+            GgmlType::Q4_K => $f::<BlockQ4K>($($args),*),
+            GgmlType::Q5_K => $f::<BlockQ5K>($($args),*),
+            GgmlType::Q6_K => $f::<BlockQ6K>($($args),*),
+            GgmlType::TQ1_0 => $f::<BlockTQ1_0>($($args),*),
+            GgmlType::TQ2_0 => $f::<BlockTQ2_0>($($args),*),
             other => Err(Error::Unsupported(other)),
         }
     };
@@ -89,6 +89,7 @@ fn quantize_with<B: QuantBlock>(x: &[f32], out: &mut [u8]) -> Result<(), Error> 
     Ok(())
 }
 
+#[cfg(test)]
 fn quantize_baseline_with<B: QuantBlock>(x: &[f32], out: &mut [u8]) -> Result<(), Error> {
     blocks::<B>(x.len(), out.len())?;
     B::quantize(x, bytemuck::cast_slice_mut(out));
@@ -98,12 +99,6 @@ fn quantize_baseline_with<B: QuantBlock>(x: &[f32], out: &mut [u8]) -> Result<()
 fn quantize_ref_with<B: QuantBlock>(x: &[f32], out: &mut [u8]) -> Result<(), Error> {
     blocks::<B>(x.len(), out.len())?;
     B::quantize_ref(x, bytemuck::cast_slice_mut(out));
-    Ok(())
-}
-
-fn dequantize_with<B: QuantBlock>(bytes: &[u8], out: &mut [f32]) -> Result<(), Error> {
-    blocks::<B>(out.len(), bytes.len())?;
-    B::dequantize(bytemuck::cast_slice(bytes), out);
     Ok(())
 }
 
@@ -126,7 +121,8 @@ pub fn quantize(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), Error> {
 ///
 /// # Errors
 /// As [`quantize`].
-pub fn quantize_baseline(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), Error> {
+#[cfg(test)]
+pub(crate) fn quantize_baseline(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), Error> {
     dispatch!(ty, quantize_baseline_with, x, out)
 }
 
@@ -138,17 +134,23 @@ pub fn quantize_ref(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), Error
     dispatch!(ty, quantize_ref_with, x, out)
 }
 
-/// Decodes packed blocks to `f32`, exactly as ggml's `dequantize_row_*` does.
-///
-/// # Errors
-/// An unsupported type, or lengths that do not form whole blocks.
-pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), Error> {
-    dispatch!(ty, dequantize_with, bytes, out)
-}
-
-/// Whether [`quantize`] and [`dequantize`] handle `ty`.
+/// Whether [`quantize`] handles `ty`.
 #[must_use]
 pub fn supports_quantize(ty: GgmlType) -> bool {
     let r: Result<(), Error> = dispatch!(ty, supported,);
     r.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::supports_quantize;
+    use lowbit_dtype::{GgmlType, supports_dequantize};
+
+    /// Whatever lowbit writes, it can read back.
+    #[test]
+    fn every_quantized_type_can_be_dequantized() {
+        for &ty in GgmlType::ALL {
+            assert!(!supports_quantize(ty) || supports_dequantize(ty), "{ty}");
+        }
+    }
 }

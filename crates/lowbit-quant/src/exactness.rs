@@ -12,29 +12,13 @@
 //! NaN pieces are left out for the K-quants: their bytes depend on which NaN payload each
 //! operation propagates, which is the compiler's choice (see `kquants`).
 
-use crate::f16::{bf16_to_fp32, fp32_to_bf16};
 use lowbit_dtype::GgmlType;
+use lowbit_dtype::f16::{bf16_to_fp32, fp32_to_bf16};
+use lowbit_fixtures::rng::Rng;
 
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// Uniform in `[−1, 1)`.
-    fn sym(&mut self) -> f32 {
-        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
+/// Uniform in `[−1, 1)`.
+fn sym(r: &mut Rng) -> f32 {
+    r.uniform_f32(-1.0, 1.0)
 }
 
 /// Number of piece kinds; the last two hold NaN.
@@ -43,89 +27,89 @@ const KINDS: usize = 22;
 /// One 32-element piece of kind `kind`.
 fn piece(r: &mut Rng, kind: usize) -> [f32; 32] {
     let mut x = [0.0f32; 32];
-    let scale = 10f32.powi(r.below(13) as i32 - 6);
+    let scale = 10f32.powi(r.index(13) as i32 - 6);
     match kind {
         // Ordinary values over many magnitudes.
-        0..=2 => x.iter_mut().for_each(|v| *v = r.sym() * scale),
+        0..=2 => x.iter_mut().for_each(|v| *v = sym(r) * scale),
         // bf16-rounded, like checkpoint weights: equal magnitudes are common.
-        3 => x.iter_mut().for_each(|v| *v = bf16_to_fp32(fp32_to_bf16(r.sym() * scale))),
+        3 => x.iter_mut().for_each(|v| *v = bf16_to_fp32(fp32_to_bf16(sym(r) * scale))),
         // A grid: codes land exactly on rounding ties.
         4 => {
-            let step = [0.5f32, 0.25, 1.0, 0.125, 1.0 / 3.0][r.below(5)];
-            x.iter_mut().for_each(|v| *v = (r.below(33) as f32 - 16.0) * step);
+            let step = [0.5f32, 0.25, 1.0, 0.125, 1.0 / 3.0][r.index(5)];
+            x.iter_mut().for_each(|v| *v = (r.index(33) as f32 - 16.0) * step);
         }
         // Both +amax and −amax, in either order, possibly several times.
         5 => {
-            x.iter_mut().for_each(|v| *v = r.sym() * scale);
+            x.iter_mut().for_each(|v| *v = sym(r) * scale);
             let a = scale * 1.5;
-            let (i, j) = (r.below(32), r.below(32));
+            let (i, j) = (r.index(32), r.index(32));
             x[i] = a;
             x[j] = -a;
-            if r.below(2) == 0 {
-                x[r.below(32)] = a;
+            if r.index(2) == 0 {
+                x[r.index(32)] = a;
             }
         }
         // One sign only, with a signed zero as the extreme.
         6 => {
-            let neg = r.below(2) == 0;
-            x.iter_mut().for_each(|v| *v = r.sym().abs() * scale * if neg { -1.0 } else { 1.0 });
-            for _ in 0..1 + r.below(3) {
-                x[r.below(32)] = if r.below(2) == 0 { 0.0 } else { -0.0 };
+            let neg = r.index(2) == 0;
+            x.iter_mut().for_each(|v| *v = sym(r).abs() * scale * if neg { -1.0 } else { 1.0 });
+            for _ in 0..1 + r.index(3) {
+                x[r.index(32)] = if r.index(2) == 0 { 0.0 } else { -0.0 };
             }
         }
         // All zeros, of one sign or mixed.
-        7 => x.iter_mut().for_each(|v| *v = [0.0, -0.0][r.below(2)]),
-        8 => x.fill([0.0, -0.0][r.below(2)]),
+        7 => x.iter_mut().for_each(|v| *v = [0.0, -0.0][r.index(2)]),
+        8 => x.fill([0.0, -0.0][r.index(2)]),
         // Constant.
-        9 => x.fill(r.sym() * scale),
+        9 => x.fill(sym(r) * scale),
         // Subnormal and tiny: 1/d overflows, or d is subnormal.
-        10 => x.iter_mut().for_each(|v| *v = r.sym() * 1e-39),
-        11 => x.iter_mut().for_each(|v| *v = r.sym() * [1e-37, 3e-38, 1e-38, 1e-44][r.below(4)]),
+        10 => x.iter_mut().for_each(|v| *v = sym(r) * 1e-39),
+        11 => x.iter_mut().for_each(|v| *v = sym(r) * [1e-37, 3e-38, 1e-38, 1e-44][r.index(4)]),
         12 => {
-            x.iter_mut().for_each(|v| *v = r.sym() * scale);
-            x[r.below(32)] = f32::MIN_POSITIVE * [1.0, -0.5, 0.25][r.below(3)];
+            x.iter_mut().for_each(|v| *v = sym(r) * scale);
+            x[r.index(32)] = f32::MIN_POSITIVE * [1.0, -0.5, 0.25][r.index(3)];
         }
         // Huge: max − min overflows to infinity.
-        13 => x.iter_mut().for_each(|v| *v = r.sym() * 3.3e38),
+        13 => x.iter_mut().for_each(|v| *v = sym(r) * 3.3e38),
         14 => {
-            x.iter_mut().for_each(|v| *v = r.sym() * scale);
-            x[r.below(32)] = f32::MAX;
-            x[r.below(32)] = -f32::MAX;
+            x.iter_mut().for_each(|v| *v = sym(r) * scale);
+            x[r.index(32)] = f32::MAX;
+            x[r.index(32)] = -f32::MAX;
         }
         // Exact ties of roundf for Q8_0 (amax 127 → d = 1) and of the trits (amax 2).
         15 => {
-            x.iter_mut().for_each(|v| *v = (r.below(255) as f32 - 127.0) * 0.5);
-            x[r.below(32)] = [127.0, -127.0][r.below(2)];
+            x.iter_mut().for_each(|v| *v = (r.index(255) as f32 - 127.0) * 0.5);
+            x[r.index(32)] = [127.0, -127.0][r.index(2)];
         }
         16 => {
-            x.iter_mut().for_each(|v| *v = [-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, -1.5][r.below(7)]);
-            x[r.below(32)] = 2.0;
+            x.iter_mut().for_each(|v| *v = [-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, -1.5][r.index(7)]);
+            x[r.index(32)] = 2.0;
         }
         // One lone outlier.
         17 => {
-            x.iter_mut().for_each(|v| *v = r.sym() * scale);
-            x[r.below(32)] *= 1e4;
+            x.iter_mut().for_each(|v| *v = sym(r) * scale);
+            x[r.index(32)] *= 1e4;
         }
         // Infinities.
         18 => {
-            x.iter_mut().for_each(|v| *v = r.sym() * scale);
-            x[r.below(32)] = f32::INFINITY;
+            x.iter_mut().for_each(|v| *v = sym(r) * scale);
+            x[r.index(32)] = f32::INFINITY;
         }
         19 => {
-            x.iter_mut().for_each(|v| *v = r.sym() * scale);
-            x[r.below(32)] = f32::NEG_INFINITY;
-            if r.below(2) == 0 {
-                x[r.below(32)] = f32::INFINITY;
+            x.iter_mut().for_each(|v| *v = sym(r) * scale);
+            x[r.index(32)] = f32::NEG_INFINITY;
+            if r.index(2) == 0 {
+                x[r.index(32)] = f32::INFINITY;
             }
         }
         // NaN: one, or several with infinities, or everything.
         20 => {
-            x.iter_mut().for_each(|v| *v = r.sym() * scale);
-            for _ in 0..1 + r.below(3) {
-                x[r.below(32)] = [f32::NAN, -f32::NAN, f32::from_bits(0x7fa0_1234)][r.below(3)];
+            x.iter_mut().for_each(|v| *v = sym(r) * scale);
+            for _ in 0..1 + r.index(3) {
+                x[r.index(32)] = [f32::NAN, -f32::NAN, f32::from_bits(0x7fa0_1234)][r.index(3)];
             }
-            if r.below(3) == 0 {
-                x[r.below(32)] = f32::INFINITY;
+            if r.index(3) == 0 {
+                x[r.index(32)] = f32::INFINITY;
             }
         }
         _ => x.fill(f32::NAN),
@@ -135,21 +119,21 @@ fn piece(r: &mut Rng, kind: usize) -> [f32; 32] {
 
 /// `blocks` blocks of `ty` built from seeded pieces; NaN only where `nan` allows.
 fn input(ty: GgmlType, seed: u64, blocks: usize, nan: bool) -> Vec<f32> {
-    let mut r = Rng(seed);
+    let mut r = Rng::new(seed);
     let n = blocks * ty.block_size();
     let kinds = if nan { KINDS } else { KINDS - 2 };
     let mut x = Vec::with_capacity(n);
     // Whole blocks of one kind, or (for the 256-element types) mixed pieces.
     while x.len() < n {
         let per_block = ty.block_size() / 32;
-        if r.below(2) == 0 {
-            let kind = r.below(kinds);
+        if r.index(2) == 0 {
+            let kind = r.index(kinds);
             for _ in 0..per_block {
                 x.extend(piece(&mut r, kind));
             }
         } else {
             for _ in 0..per_block {
-                let kind = r.below(kinds);
+                let kind = r.index(kinds);
                 x.extend(piece(&mut r, kind));
             }
         }
@@ -231,9 +215,10 @@ fn partial_groups_and_short_rows() {
 #[test]
 fn flux_like_rows() {
     // N(0, 1/3072)-like rows with outlier columns, as the benchmark quantizes them.
-    let mut r = Rng(3);
+    let mut r = Rng::new(3);
     let cols = 3072;
-    let mut x: Vec<f32> = (0..cols * 8).map(|_| (r.sym() + r.sym() + r.sym()) * 0.018).collect();
+    let mut x: Vec<f32> =
+        (0..cols * 8).map(|_| (sym(&mut r) + sym(&mut r) + sym(&mut r)) * 0.018).collect();
     for row in x.chunks_exact_mut(cols) {
         for c in [5, 700, 701, 2047, 3000] {
             row[c] *= 25.0;

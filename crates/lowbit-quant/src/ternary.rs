@@ -1,55 +1,13 @@
-//! The ternary types TQ1_0 and TQ2_0: 256 elements in {−1, 0, +1} times one f16 scale.
+//! The quantizers of the ternary types TQ1_0 and TQ2_0: 256 elements in {−1, 0, +1} times one
+//! f16 scale. Their block structs and dequantizers are in [`lowbit_dtype::blocks`].
 //!
 //! Both quantizers take `d = max |x|` and `trit = lroundf(x / d) + 1`, as ggml's
 //! `quantize_row_tq1_0_ref` / `quantize_row_tq2_0_ref` do; they are lossless only for weights
 //! that are already ternary (BitNet b1.58 style), which is what they are for.
 
 use crate::QuantBlock;
-use crate::f16::{fp16_to_fp32, fp32_to_fp16};
-use lowbit_dtype::GgmlType;
-
-const QK_K: usize = 256;
-
-/// TQ1_0 (1.6875 bits per weight): five trits per byte in base 3, first trit most significant,
-/// each byte stored as `ceil(v · 256 / 243)`.
-/// `qs[0..32]` hold elements `m + 32n` (n = 0..5), `qs[32..48]` hold `160 + m + 16n`, and `qh`
-/// holds four trits per byte (elements `240 + j + 4m`), shifted up one trit.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct BlockTQ1_0 {
-    /// Five trits per byte.
-    pub qs: [u8; 48],
-    /// Four trits per byte.
-    pub qh: [u8; 4],
-    /// Scale, f16.
-    pub d: [u8; 2],
-}
-
-/// TQ2_0 (2.0625 bits per weight): in each 128-element half, byte `m` holds elements
-/// `m, m + 32, m + 64, m + 96` at bits 0, 2, 4, 6; codes 0, 1, 2 mean −1, 0, +1.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct BlockTQ2_0 {
-    /// Four 2-bit codes per byte.
-    pub qs: [u8; 64],
-    /// Scale, f16.
-    pub d: [u8; 2],
-}
-
-const _: () = assert!(size_of::<BlockTQ1_0>() == 54);
-const _: () = assert!(size_of::<BlockTQ2_0>() == 66);
-
-impl Default for BlockTQ1_0 {
-    fn default() -> Self {
-        bytemuck::Zeroable::zeroed()
-    }
-}
-
-impl Default for BlockTQ2_0 {
-    fn default() -> Self {
-        bytemuck::Zeroable::zeroed()
-    }
-}
+use lowbit_dtype::blocks::{BlockTQ1_0, BlockTQ2_0, QK_K};
+use lowbit_dtype::f16::fp32_to_fp16;
 
 /// `max |x|` with ggml's `MAX(a, b) = a > b ? a : b`.
 fn absmax(x: &[f32]) -> f32 {
@@ -74,9 +32,6 @@ fn pack5(q: u8) -> u8 {
 }
 
 impl QuantBlock for BlockTQ1_0 {
-    const TYPE: GgmlType = GgmlType::TQ1_0;
-    const QK: usize = QK_K;
-
     #[inline(always)]
     fn quantize(x: &[f32], y: &mut [Self]) {
         crate::groups::for_groups(x, y);
@@ -112,40 +67,9 @@ impl QuantBlock for BlockTQ1_0 {
             }
         }
     }
-
-    fn dequantize(y: &[Self], x: &mut [f32]) {
-        const POW3: [u8; 6] = [1, 3, 9, 27, 81, 243];
-        let decode = |byte: u8, n: usize, d: f32| {
-            let q = byte.wrapping_mul(POW3[n]);
-            let t = (u16::from(q) * 3) >> 8;
-            (f32::from(t) - 1.0) * d
-        };
-        for (y, x) in y.iter().zip(x.chunks_exact_mut(QK_K)) {
-            let d = fp16_to_fp32(u16::from_le_bytes(y.d));
-            let mut out = x.iter_mut();
-            for n in 0..5 {
-                for m in 0..32 {
-                    *out.next().expect("256 outputs") = decode(y.qs[m], n, d);
-                }
-            }
-            for n in 0..5 {
-                for m in 0..16 {
-                    *out.next().expect("256 outputs") = decode(y.qs[32 + m], n, d);
-                }
-            }
-            for n in 0..4 {
-                for j in 0..4 {
-                    *out.next().expect("256 outputs") = decode(y.qh[j], n, d);
-                }
-            }
-        }
-    }
 }
 
 impl QuantBlock for BlockTQ2_0 {
-    const TYPE: GgmlType = GgmlType::TQ2_0;
-    const QK: usize = QK_K;
-
     #[inline(always)]
     fn quantize(x: &[f32], y: &mut [Self]) {
         crate::groups::for_groups(x, y);
@@ -167,20 +91,6 @@ impl QuantBlock for BlockTQ2_0 {
             }
         }
     }
-
-    fn dequantize(y: &[Self], x: &mut [f32]) {
-        for (y, x) in y.iter().zip(x.chunks_exact_mut(QK_K)) {
-            let d = fp16_to_fp32(u16::from_le_bytes(y.d));
-            for (half, x) in x.chunks_exact_mut(128).enumerate() {
-                for l in 0..4 {
-                    for m in 0..32 {
-                        let q = (y.qs[half * 32 + m] >> (2 * l)) & 3;
-                        x[l * 32 + m] = (f32::from(q) - 1.0) * d;
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// The fast quantizers, equal to the reference byte for byte.
@@ -191,11 +101,12 @@ impl QuantBlock for BlockTQ2_0 {
 /// infinity or a NaN (where the C's running maximum depends on the element order) or whose
 /// `1/d` overflows (C's conversions of ±inf are undefined; see `cconv`) goes to the reference.
 mod fast {
-    use super::{BlockTQ1_0, BlockTQ2_0, QK_K, pack5};
-    use crate::f16::fp32_to_fp16_lanes;
+    use super::pack5;
     use crate::groups::{
         G, Lockstep, abs_max_bits, from_bits, inverse, low_bytes, reference, round_away,
     };
+    use lowbit_dtype::blocks::{BlockTQ1_0, BlockTQ2_0, QK_K};
+    use lowbit_dtype::f16::fp32_to_fp16_lanes;
 
     /// A group's f16 scales and `1/d`, and which blocks the lanes reproduce.
     #[inline(always)]
@@ -288,8 +199,9 @@ mod fast {
 
 #[cfg(test)]
 mod tests {
-    use super::{BlockTQ1_0, BlockTQ2_0, QK_K};
     use crate::QuantBlock;
+    use lowbit_dtype::blocks::{Block, BlockTQ1_0, BlockTQ2_0, QK_K};
+    use lowbit_fixtures::rng::Rng;
 
     /// Already-ternary weights (values in {−s, 0, s}) survive both types exactly when s is an f16.
     #[test]
@@ -310,11 +222,8 @@ mod tests {
 
     #[test]
     fn fast_paths_equal_the_reference() {
-        let mut s = 3u64;
-        let mut next = move || {
-            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        };
+        let mut r = Rng::new(3);
+        let mut next = move || r.uniform_f32(-1.0, 1.0);
         let specials = [0.0, -0.0, 0.5, -0.5, 1e-40, f32::NAN, f32::INFINITY, 1e30, -1.0];
         let mut x = Vec::new();
         for b in 0..300 {

@@ -1,9 +1,10 @@
-//! ggml's K-quants: Q2_K, Q3_K, Q4_K, Q5_K and Q6_K.
+//! The quantizers of ggml's K-quants: Q2_K, Q3_K, Q4_K, Q5_K and Q6_K.
 //!
 //! All five types cut a row into super-blocks of 256 elements, split each super-block into
 //! sub-blocks of 16 or 32 elements, fit a scale (and for Q2_K, Q4_K and Q5_K a minimum) to every
 //! sub-block, and then quantize those per-sub-block scales once more against one or two f16
-//! super-block scales.
+//! super-block scales. The super-block structs, with their layouts documented field by field,
+//! and the dequantizers are in [`lowbit_dtype::blocks`].
 //!
 //! Each type has two quantizers. The reference one ports ggml's `quantize_row_q*_K_ref` one
 //! operation at a time: the same f32 expressions evaluated in the same order, the same
@@ -25,19 +26,8 @@ mod q5_k;
 mod q6_k;
 mod search;
 
-pub use q2_k::BlockQ2K;
-pub use q3_k::BlockQ3K;
-pub use q4_k::BlockQ4K;
-pub use q5_k::BlockQ5K;
-pub use q6_k::BlockQ6K;
-
-use crate::f16::{fp16_to_fp32, fp32_to_fp16};
-
-/// Elements per super-block (ggml's `QK_K`).
-const QK_K: usize = 256;
-
-/// Bytes of packed 6-bit scales and mins in Q4_K and Q5_K (ggml's `K_SCALE_SIZE`).
-const K_SCALE_SIZE: usize = 12;
+use lowbit_dtype::blocks::{K_SCALE_SIZE, QK_K, get_scale_min_k4};
+use lowbit_dtype::f16::{fp16_to_fp32, fp32_to_fp16};
 
 /// Below this magnitude a group counts as all zero (ggml's `GROUP_MAX_EPS`).
 const GROUP_MAX_EPS: f32 = 1e-15;
@@ -81,21 +71,7 @@ fn low_byte_i8(v: i32) -> i8 {
     v as i8
 }
 
-/// ggml's `get_scale_min_k4`: the 6-bit scale and min of sub-block `j` (0..8) of Q4_K / Q5_K.
-///
-/// Sub-blocks 0..4 keep theirs in the low six bits of bytes `j` and `j + 4`; sub-blocks 4..8
-/// keep the low four bits in the two nibbles of byte `j + 4` and the top two bits in bits 6–7
-/// of bytes `j − 4` (scale) and `j` (min).
-#[inline(always)]
-fn get_scale_min_k4(j: usize, q: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
-    if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        ((q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
-    }
-}
-
-/// Packs the eight 6-bit scales and mins of Q4_K / Q5_K, as the inverse of
+/// Packs the eight 6-bit scales and mins of Q4_K / Q5_K, as the inverse of `lowbit-dtype`'s
 /// [`get_scale_min_k4`]. Values above 63 must already be clamped.
 #[inline(always)]
 fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8]) -> [u8; K_SCALE_SIZE] {
@@ -187,12 +163,6 @@ fn super_block(x: &[f32], i: usize) -> &[f32; QK_K] {
     x[i * QK_K..(i + 1) * QK_K].try_into().expect("a whole super-block")
 }
 
-/// The 256 outputs of super-block `i`.
-#[inline]
-fn super_block_mut(x: &mut [f32], i: usize) -> &mut [f32; QK_K] {
-    (&mut x[i * QK_K..(i + 1) * QK_K]).try_into().expect("a whole super-block")
-}
-
 /// Packs 2-bit values as Q2_K and Q3_K do: in each 128-element half, byte `l` holds elements
 /// `l`, `l + 32`, `l + 64` and `l + 96` at bit offsets 0, 2, 4 and 6.
 #[inline(always)]
@@ -210,8 +180,8 @@ mod testutil;
 #[cfg(test)]
 mod tests {
     use super::testutil::gaussian_rel_rms;
-    use super::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
     use super::{get_scale_min_k4, nearest_int, pack_scale_min_k4};
+    use lowbit_dtype::blocks::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
 
     #[test]
     fn more_bits_give_less_error() {

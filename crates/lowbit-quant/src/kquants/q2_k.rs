@@ -7,34 +7,9 @@
 
 use super::lockstep;
 use super::search::{Qkx2, make_qkx2_quants};
-use super::{
-    QK_K, f16_bytes, f16_value, low_byte, nearest_int, pack_2bit, super_block, super_block_mut,
-};
+use super::{QK_K, f16_bytes, f16_value, low_byte, nearest_int, pack_2bit, super_block};
 use crate::QuantBlock;
-use lowbit_dtype::GgmlType;
-
-/// One Q2_K super-block of 256 elements (84 bytes), laid out as ggml's `block_q2_K`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct BlockQ2K {
-    /// Per sub-block: the 4-bit scale in the low nibble, the 4-bit min in the high nibble.
-    pub scales: [u8; QK_K / 16],
-    /// 2-bit codes: in 128-element half `h`, byte `32h + l` holds elements `128h + l`, `+ 32`,
-    /// `+ 64` and `+ 96` at bit offsets 0, 2, 4 and 6.
-    pub qs: [u8; QK_K / 4],
-    /// Scale of the sub-block scales (f16, little-endian).
-    pub d: [u8; 2],
-    /// Scale of the sub-block mins (f16, little-endian).
-    pub dmin: [u8; 2],
-}
-
-const _: () = assert!(size_of::<BlockQ2K>() == 84);
-
-impl Default for BlockQ2K {
-    fn default() -> Self {
-        bytemuck::Zeroable::zeroed()
-    }
-}
+use lowbit_dtype::blocks::BlockQ2K;
 
 /// The search parameters of this type.
 const P: Qkx2 = Qkx2::Q2_K;
@@ -137,9 +112,6 @@ fn quantize_block(x: &[f32; QK_K]) -> BlockQ2K {
 }
 
 impl QuantBlock for BlockQ2K {
-    const TYPE: GgmlType = GgmlType::Q2_K;
-    const QK: usize = QK_K;
-
     fn quantize_ref(x: &[f32], y: &mut [Self]) {
         for (i, b) in y.iter_mut().enumerate() {
             *b = quantize_block_ref(super_block(x, i));
@@ -152,35 +124,11 @@ impl QuantBlock for BlockQ2K {
             *b = quantize_block(super_block(x, i));
         }
     }
-
-    fn dequantize(y: &[Self], x: &mut [f32]) {
-        for (i, b) in y.iter().enumerate() {
-            let out = super_block_mut(x, i);
-            let d = f16_value(b.d);
-            let min = f16_value(b.dmin);
-            // Output runs 16 at a time: in half h, shift group g, elements 128h + 32g + 0..16 and
-            // then 128h + 32g + 16..32, each with its own sub-block scale.
-            for (h, (q, o)) in b.qs.chunks_exact(32).zip(out.chunks_exact_mut(128)).enumerate() {
-                for (g, o) in o.chunks_exact_mut(32).enumerate() {
-                    let shift = 2 * g;
-                    for (part, o) in o.chunks_exact_mut(16).enumerate() {
-                        let sc = b.scales[8 * h + 2 * g + part];
-                        let dl = d * f32::from(sc & 0xf);
-                        let ml = min * f32::from(sc >> 4);
-                        for (k, o) in o.iter_mut().enumerate() {
-                            *o = dl * f32::from((q[16 * part + k] >> shift) & 3) - ml;
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::BlockQ2K;
-    use crate::QuantBlock;
     use crate::kquants::testutil;
 
     #[test]
@@ -199,25 +147,5 @@ mod tests {
     #[test]
     fn zeros_stay_zero() {
         testutil::assert_zeros::<BlockQ2K>();
-    }
-
-    #[test]
-    fn hand_built_block_decodes() {
-        let mut b = BlockQ2K {
-            d: [0x00, 0x38],    // 0.5
-            dmin: [0x00, 0x34], // 0.25
-            ..Default::default()
-        };
-        b.scales[0] = 0x32; // sub-block 0: scale 2, min 3
-        b.scales[13] = 0x1f; // sub-block 13: scale 15, min 1
-        b.qs[0] = 0b11; // element 0: code 3
-        b.qs[32 + 23] = 0b10 << 4; // element 128 + 64 + 23 = 215 (sub-block 13): code 2
-        let mut y = [0.0f32; 256];
-        BlockQ2K::dequantize(&[b], &mut y);
-        assert_eq!(y[0], 0.5 * 2.0 * 3.0 - 0.25 * 3.0);
-        assert_eq!(y[1], -0.75);
-        assert_eq!(y[215], 0.5 * 15.0 * 2.0 - 0.25);
-        assert_eq!(y[208], -0.25);
-        assert_eq!(y[16], 0.0);
     }
 }

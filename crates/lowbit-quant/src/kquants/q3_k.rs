@@ -9,45 +9,12 @@ use super::lockstep;
 use super::search::make_q3_quants;
 use super::{
     QK_K, f16_bytes, f16_value, low_byte, low_byte_i8, nearest_int, pack_2bit, super_block,
-    super_block_mut,
 };
 use crate::QuantBlock;
-use lowbit_dtype::GgmlType;
-
-/// One Q3_K super-block of 256 elements (110 bytes), laid out as ggml's `block_q3_K`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct BlockQ3K {
-    /// Third bits of the codes: bit `b` of byte `l` belongs to element `32b + l`. A set bit
-    /// means the code is 0..=3; a clear bit subtracts 4.
-    pub hmask: [u8; QK_K / 8],
-    /// Low two bits of the codes, arranged as Q2_K's `qs`.
-    pub qs: [u8; QK_K / 4],
-    /// Sixteen 6-bit scales, offset by 32. The low four bits of scale `j` are the low nibble of
-    /// byte `j` (`j < 8`) or the high nibble of byte `j − 8`; its top two bits sit in byte
-    /// `8 + j % 4` at bit offset `2·(j / 4)`.
-    pub scales: [u8; 12],
-    /// Super-block scale (f16, little-endian).
-    pub d: [u8; 2],
-}
-
-const _: () = assert!(size_of::<BlockQ3K>() == 110);
-
-impl Default for BlockQ3K {
-    fn default() -> Self {
-        bytemuck::Zeroable::zeroed()
-    }
-}
+use lowbit_dtype::blocks::BlockQ3K;
 
 /// Code range: `−NMAX..NMAX`, stored offset by `NMAX`.
 const NMAX: i32 = 4;
-
-/// The 6-bit scale `j` (still offset by 32).
-#[inline(always)]
-fn scale6(scales: &[u8; 12], j: usize) -> u8 {
-    let low = if j < 8 { scales[j] & 0xf } else { scales[j - 8] >> 4 };
-    low | (((scales[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)
-}
 
 /// The header from the sixteen fitted scales: `d` and the packed 6-bit scales.
 #[inline(always)]
@@ -89,7 +56,7 @@ fn requantize(x: &[f32; QK_K], b: &BlockQ3K, l: &mut [i8; QK_K]) -> u16 {
     let d_all = f16_value(b.d);
     let mut skipped = 0u16;
     for (j, (xs, ls)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
-        let sc = i8::try_from(scale6(&b.scales, j)).expect("6 bits") - 32;
+        let sc = i8::try_from(b.scale(j)).expect("6 bits") - 32;
         let d = d_all * f32::from(sc);
         if d == 0.0 {
             skipped |= 1 << j;
@@ -157,9 +124,6 @@ fn quantize_block(x: &[f32; QK_K]) -> BlockQ3K {
 }
 
 impl QuantBlock for BlockQ3K {
-    const TYPE: GgmlType = GgmlType::Q3_K;
-    const QK: usize = QK_K;
-
     fn quantize_ref(x: &[f32], y: &mut [Self]) {
         for (i, b) in y.iter_mut().enumerate() {
             *b = quantize_block_ref(super_block(x, i));
@@ -172,35 +136,11 @@ impl QuantBlock for BlockQ3K {
             *b = quantize_block(super_block(x, i));
         }
     }
-
-    fn dequantize(y: &[Self], x: &mut [f32]) {
-        for (i, b) in y.iter().enumerate() {
-            let out = super_block_mut(x, i);
-            let d_all = f16_value(b.d);
-            for (h, (q, o)) in b.qs.chunks_exact(32).zip(out.chunks_exact_mut(128)).enumerate() {
-                for (g, o) in o.chunks_exact_mut(32).enumerate() {
-                    let shift = 2 * g;
-                    let m = 1u8 << (4 * h + g);
-                    for (part, o) in o.chunks_exact_mut(16).enumerate() {
-                        let sc = i32::from(scale6(&b.scales, 8 * h + 2 * g + part)) - 32;
-                        let dl = d_all * super::search::fl(sc);
-                        for (k, o) in o.iter_mut().enumerate() {
-                            let idx = 16 * part + k;
-                            let high = if b.hmask[idx] & m != 0 { 0 } else { 4 };
-                            let code = i32::from((q[idx] >> shift) & 3) - high;
-                            *o = dl * super::search::fl(code);
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::BlockQ3K;
-    use crate::QuantBlock;
     use crate::kquants::testutil;
 
     #[test]
@@ -219,31 +159,5 @@ mod tests {
     #[test]
     fn zeros_stay_zero() {
         testutil::assert_zeros::<BlockQ3K>();
-    }
-
-    #[test]
-    fn hand_built_block_decodes() {
-        let mut b = BlockQ3K {
-            d: [0x00, 0x38], // 0.5
-            ..Default::default()
-        };
-        // Sub-block 0: 6-bit scale 35 (3 after the offset): low nibble in byte 0, top bits 0b10
-        // in bits 0–1 of byte 8.
-        b.scales[0] = 35 & 0xf;
-        b.scales[8] = 35 >> 4;
-        // Sub-block 13: scale 20 (−12): low nibble in the high nibble of byte 5, top bits 0b01
-        // in bits 6–7 of byte 9. Every other scale is 0 (−32).
-        b.scales[5] = (20 & 0xf) << 4;
-        b.scales[9] = (20 >> 4) << 6;
-        b.qs[0] = 0b10; // element 0: low bits 2 ...
-        b.hmask[0] = 1; // ... high bit set: code 2
-        b.qs[32 + 23] = 0b11 << 4; // element 215 (half 1, group 2, l 23): low bits 3 ...
-        b.hmask[23] = 1 << 6; // ... high bit set: code 3
-        let mut y = [0.0f32; 256];
-        BlockQ3K::dequantize(&[b], &mut y);
-        assert_eq!(y[0], 0.5 * 3.0 * 2.0);
-        assert_eq!(y[1], 0.5 * 3.0 * -4.0, "a clear high bit subtracts 4");
-        assert_eq!(y[215], 0.5 * -12.0 * 3.0);
-        assert_eq!(y[16], 0.5 * -32.0 * -4.0);
     }
 }

@@ -7,37 +7,9 @@
 
 use super::lockstep;
 use super::search::{Qkx2, make_qkx2_quants};
-use super::{
-    K_SCALE_SIZE, QK_K, f16_value, get_scale_min_k4, requantize_scale_min, rms_abs_weights,
-    scale_min_header, super_block, super_block_mut,
-};
+use super::{QK_K, requantize_scale_min, rms_abs_weights, scale_min_header, super_block};
 use crate::QuantBlock;
-use lowbit_dtype::GgmlType;
-
-/// One Q4_K super-block of 256 elements (144 bytes), laid out as ggml's `block_q4_K`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct BlockQ4K {
-    /// Scale of the 6-bit sub-block scales (f16, little-endian).
-    pub d: [u8; 2],
-    /// Scale of the 6-bit sub-block mins (f16, little-endian).
-    pub dmin: [u8; 2],
-    /// Eight 6-bit scales and eight 6-bit mins. Sub-block `j < 4` keeps them in the low six bits
-    /// of bytes `j` and `j + 4`; sub-block `j ≥ 4` keeps the low four bits in the nibbles of byte
-    /// `j + 4` and the top two bits in bits 6–7 of bytes `j − 4` and `j`.
-    pub scales: [u8; K_SCALE_SIZE],
-    /// Codes, four 32-byte chunks: byte `l` of chunk `c` holds element `64c + l` in its low
-    /// nibble and element `64c + 32 + l` in its high nibble.
-    pub qs: [u8; QK_K / 2],
-}
-
-const _: () = assert!(size_of::<BlockQ4K>() == 144);
-
-impl Default for BlockQ4K {
-    fn default() -> Self {
-        bytemuck::Zeroable::zeroed()
-    }
-}
+use lowbit_dtype::blocks::BlockQ4K;
 
 /// The search parameters of this type.
 const P: Qkx2 = Qkx2::Q4_K;
@@ -89,9 +61,6 @@ fn quantize_block(x: &[f32; QK_K]) -> BlockQ4K {
 }
 
 impl QuantBlock for BlockQ4K {
-    const TYPE: GgmlType = GgmlType::Q4_K;
-    const QK: usize = QK_K;
-
     fn quantize_ref(x: &[f32], y: &mut [Self]) {
         for (i, b) in y.iter_mut().enumerate() {
             *b = quantize_block_ref(super_block(x, i));
@@ -104,30 +73,11 @@ impl QuantBlock for BlockQ4K {
             *b = quantize_block(super_block(x, i));
         }
     }
-
-    fn dequantize(y: &[Self], x: &mut [f32]) {
-        for (i, b) in y.iter().enumerate() {
-            let out = super_block_mut(x, i);
-            let d = f16_value(b.d);
-            let min = f16_value(b.dmin);
-            for (c, (q, o)) in b.qs.chunks_exact(32).zip(out.chunks_exact_mut(64)).enumerate() {
-                let (sc, m) = get_scale_min_k4(2 * c, &b.scales);
-                let (d1, m1) = (d * f32::from(sc), min * f32::from(m));
-                let (sc, m) = get_scale_min_k4(2 * c + 1, &b.scales);
-                let (d2, m2) = (d * f32::from(sc), min * f32::from(m));
-                for (k, &q) in q.iter().enumerate() {
-                    o[k] = d1 * f32::from(q & 0xf) - m1;
-                    o[k + 32] = d2 * f32::from(q >> 4) - m2;
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::BlockQ4K;
-    use crate::QuantBlock;
     use crate::kquants::testutil;
 
     #[test]
@@ -146,30 +96,5 @@ mod tests {
     #[test]
     fn zeros_stay_zero() {
         testutil::assert_zeros::<BlockQ4K>();
-    }
-
-    #[test]
-    fn hand_built_block_decodes() {
-        let mut b = BlockQ4K {
-            d: [0x00, 0x3c],    // 1.0
-            dmin: [0x00, 0x38], // 0.5
-            ..Default::default()
-        };
-        b.scales[0] = 2; // sub-block 0: scale 2 ...
-        b.scales[4] = 1; // ... min 1
-        // Sub-block 5: scale 33, min 17. Low nibbles share byte 9, top bits go to bits 6–7 of
-        // bytes 1 (scale) and 5 (min), whose low six bits are sub-block 1's (zero) scale and min.
-        b.scales[9] = (33 & 0xf) | ((17 & 0xf) << 4);
-        b.scales[1] = (33 >> 4) << 6;
-        b.scales[5] = (17 >> 4) << 6;
-        b.qs[0] = 0xf3; // element 0: code 3; element 32 (sub-block 1): code 15
-        b.qs[64 + 7] = 9 << 4; // element 128 + 32 + 7 = 167 (sub-block 5): code 9
-        let mut y = [0.0f32; 256];
-        BlockQ4K::dequantize(&[b], &mut y);
-        assert_eq!(y[0], 1.0 * 2.0 * 3.0 - 0.5 * 1.0);
-        assert_eq!(y[1], -0.5);
-        assert_eq!(y[32], 0.0);
-        assert_eq!(y[167], 33.0 * 9.0 - 0.5 * 17.0);
-        assert_eq!(y[160], -0.5 * 17.0);
     }
 }

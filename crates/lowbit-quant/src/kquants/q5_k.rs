@@ -6,37 +6,9 @@
 
 use super::lockstep;
 use super::search::{Qkx2, make_qkx2_quants};
-use super::{
-    K_SCALE_SIZE, QK_K, f16_value, get_scale_min_k4, requantize_scale_min, rms_abs_weights,
-    scale_min_header, super_block, super_block_mut,
-};
+use super::{QK_K, requantize_scale_min, rms_abs_weights, scale_min_header, super_block};
 use crate::QuantBlock;
-use lowbit_dtype::GgmlType;
-
-/// One Q5_K super-block of 256 elements (176 bytes), laid out as ggml's `block_q5_K`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct BlockQ5K {
-    /// Scale of the 6-bit sub-block scales (f16, little-endian).
-    pub d: [u8; 2],
-    /// Scale of the 6-bit sub-block mins (f16, little-endian).
-    pub dmin: [u8; 2],
-    /// Eight 6-bit scales and eight 6-bit mins, packed as in Q4_K.
-    pub scales: [u8; K_SCALE_SIZE],
-    /// Fifth bits: bit `2c` of byte `l` belongs to element `64c + l`, bit `2c + 1` to element
-    /// `64c + 32 + l`.
-    pub qh: [u8; QK_K / 8],
-    /// Low four bits of the codes, arranged as Q4_K's `qs`.
-    pub qs: [u8; QK_K / 2],
-}
-
-const _: () = assert!(size_of::<BlockQ5K>() == 176);
-
-impl Default for BlockQ5K {
-    fn default() -> Self {
-        bytemuck::Zeroable::zeroed()
-    }
-}
+use lowbit_dtype::blocks::BlockQ5K;
 
 /// The search parameters of this type.
 const P: Qkx2 = Qkx2::Q5_K;
@@ -96,9 +68,6 @@ fn quantize_block(x: &[f32; QK_K]) -> BlockQ5K {
 }
 
 impl QuantBlock for BlockQ5K {
-    const TYPE: GgmlType = GgmlType::Q5_K;
-    const QK: usize = QK_K;
-
     fn quantize_ref(x: &[f32], y: &mut [Self]) {
         for (i, b) in y.iter_mut().enumerate() {
             *b = quantize_block_ref(super_block(x, i));
@@ -111,33 +80,11 @@ impl QuantBlock for BlockQ5K {
             *b = quantize_block(super_block(x, i));
         }
     }
-
-    fn dequantize(y: &[Self], x: &mut [f32]) {
-        for (i, b) in y.iter().enumerate() {
-            let out = super_block_mut(x, i);
-            let d = f16_value(b.d);
-            let min = f16_value(b.dmin);
-            for (c, (q, o)) in b.qs.chunks_exact(32).zip(out.chunks_exact_mut(64)).enumerate() {
-                let (sc, m) = get_scale_min_k4(2 * c, &b.scales);
-                let (d1, m1) = (d * f32::from(sc), min * f32::from(m));
-                let (sc, m) = get_scale_min_k4(2 * c + 1, &b.scales);
-                let (d2, m2) = (d * f32::from(sc), min * f32::from(m));
-                let (u1, u2) = (1u8 << (2 * c), 2u8 << (2 * c));
-                for (k, &q) in q.iter().enumerate() {
-                    let h1 = if b.qh[k] & u1 != 0 { 16 } else { 0 };
-                    let h2 = if b.qh[k] & u2 != 0 { 16 } else { 0 };
-                    o[k] = d1 * f32::from((q & 0xf) + h1) - m1;
-                    o[k + 32] = d2 * f32::from((q >> 4) + h2) - m2;
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::BlockQ5K;
-    use crate::QuantBlock;
     use crate::kquants::testutil;
 
     #[test]
@@ -156,29 +103,5 @@ mod tests {
     #[test]
     fn zeros_stay_zero() {
         testutil::assert_zeros::<BlockQ5K>();
-    }
-
-    #[test]
-    fn hand_built_block_decodes() {
-        let mut b = BlockQ5K {
-            d: [0x00, 0x3c],    // 1.0
-            dmin: [0x00, 0x38], // 0.5
-            ..Default::default()
-        };
-        b.scales[0] = 2; // sub-block 0: scale 2, min 1
-        b.scales[4] = 1;
-        b.scales[9] = (33 & 0xf) | ((17 & 0xf) << 4); // sub-block 5: scale 33, min 17
-        b.scales[1] = (33 >> 4) << 6;
-        b.scales[5] = (17 >> 4) << 6;
-        b.qs[0] = 3; // element 0: low bits 3 ...
-        b.qh[0] = 1; // ... fifth bit (bit 0 of byte 0): code 19
-        b.qs[64 + 7] = 9 << 4; // element 167 (chunk 2, high half): low bits 9 ...
-        b.qh[7] = 1 << 5; // ... fifth bit (bit 2·2 + 1 of byte 7): code 25
-        let mut y = [0.0f32; 256];
-        BlockQ5K::dequantize(&[b], &mut y);
-        assert_eq!(y[0], 2.0 * 19.0 - 0.5);
-        assert_eq!(y[167], 33.0 * 25.0 - 0.5 * 17.0);
-        assert_eq!(y[7], -0.5, "qh bit 0 of byte 7 is unset");
-        assert_eq!(y[128 + 7], 0.0, "sub-block 4 has scale and min 0");
     }
 }

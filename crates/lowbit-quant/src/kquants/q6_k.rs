@@ -7,37 +7,9 @@
 
 use super::lockstep;
 use super::search::make_qx_quants;
-use super::{
-    GROUP_MAX_EPS, QK_K, f16_bytes, f16_value, low_byte_i8, nearest_int, super_block,
-    super_block_mut,
-};
+use super::{GROUP_MAX_EPS, QK_K, f16_bytes, f16_value, low_byte_i8, nearest_int, super_block};
 use crate::QuantBlock;
-use lowbit_dtype::GgmlType;
-
-/// One Q6_K super-block of 256 elements (210 bytes), laid out as ggml's `block_q6_K`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct BlockQ6K {
-    /// Low four bits of the codes. In 128-element half `h`, byte `64h + l` (`l < 32`) holds
-    /// elements `128h + l` (low nibble) and `128h + 64 + l` (high nibble); byte `64h + 32 + l`
-    /// holds elements `128h + 32 + l` and `128h + 96 + l`.
-    pub ql: [u8; QK_K / 2],
-    /// High two bits of the codes: byte `32h + l` holds those of elements `128h + l`, `+ 32`,
-    /// `+ 64` and `+ 96` at bit offsets 0, 2, 4 and 6.
-    pub qh: [u8; QK_K / 4],
-    /// Sixteen signed 8-bit sub-block scales.
-    pub scales: [i8; QK_K / 16],
-    /// Super-block scale (f16, little-endian).
-    pub d: [u8; 2],
-}
-
-const _: () = assert!(size_of::<BlockQ6K>() == 210);
-
-impl Default for BlockQ6K {
-    fn default() -> Self {
-        bytemuck::Zeroable::zeroed()
-    }
-}
+use lowbit_dtype::blocks::BlockQ6K;
 
 /// Code range: `−NMAX..NMAX`, stored offset by `NMAX`.
 const NMAX: i32 = 32;
@@ -141,16 +113,7 @@ fn quantize_block(x: &[f32; QK_K]) -> BlockQ6K {
     b
 }
 
-/// A decoded code `(low | (high & 3) << 4) − 32` as `f32`.
-#[inline]
-fn code(low: u8, high: u8) -> f32 {
-    f32::from(i8::try_from(low | ((high & 3) << 4)).expect("6 bits") - 32)
-}
-
 impl QuantBlock for BlockQ6K {
-    const TYPE: GgmlType = GgmlType::Q6_K;
-    const QK: usize = QK_K;
-
     fn quantize_ref(x: &[f32], y: &mut [Self]) {
         for (i, b) in y.iter_mut().enumerate() {
             *b = quantize_block_ref(super_block(x, i));
@@ -163,31 +126,11 @@ impl QuantBlock for BlockQ6K {
             *b = quantize_block(super_block(x, i));
         }
     }
-
-    fn dequantize(y: &[Self], x: &mut [f32]) {
-        for (i, b) in y.iter().enumerate() {
-            let out = super_block_mut(x, i);
-            let d = f16_value(b.d);
-            for (h, o) in out.chunks_exact_mut(128).enumerate() {
-                let ql = &b.ql[64 * h..64 * h + 64];
-                let qh = &b.qh[32 * h..32 * h + 32];
-                let sc = &b.scales[8 * h..8 * h + 8];
-                for k in 0..32 {
-                    let is = k / 16;
-                    o[k] = d * f32::from(sc[is]) * code(ql[k] & 0xf, qh[k]);
-                    o[k + 32] = d * f32::from(sc[is + 2]) * code(ql[k + 32] & 0xf, qh[k] >> 2);
-                    o[k + 64] = d * f32::from(sc[is + 4]) * code(ql[k] >> 4, qh[k] >> 4);
-                    o[k + 96] = d * f32::from(sc[is + 6]) * code(ql[k + 32] >> 4, qh[k] >> 6);
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::BlockQ6K;
-    use crate::QuantBlock;
     use crate::kquants::testutil;
 
     #[test]
@@ -206,25 +149,5 @@ mod tests {
     #[test]
     fn zeros_stay_zero() {
         testutil::assert_zeros::<BlockQ6K>();
-    }
-
-    #[test]
-    fn hand_built_block_decodes() {
-        let mut b = BlockQ6K {
-            d: [0x00, 0x34], // 0.25
-            ..Default::default()
-        };
-        b.scales[0] = -3;
-        b.scales[13] = 5;
-        b.ql[0] = 5; // element 0: low bits 5 ...
-        b.qh[0] = 0b10; // ... high bits 2: code 37, value 37 − 32 = 5
-        b.ql[64 + 16] = 7 << 4; // element 128 + 64 + 16 = 208 (sub-block 13): low bits 7 ...
-        b.qh[32 + 16] = 0b11 << 4; // ... high bits 3: code 55, value 23
-        let mut y = [0.0f32; 256];
-        BlockQ6K::dequantize(&[b], &mut y);
-        assert_eq!(y[0], 0.25 * -3.0 * 5.0);
-        assert_eq!(y[1], 0.25 * -3.0 * -32.0, "code 0 is −32");
-        assert_eq!(y[208], 0.25 * 5.0 * 23.0);
-        assert_eq!(y[16], 0.0, "scale 0");
     }
 }

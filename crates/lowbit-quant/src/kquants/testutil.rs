@@ -1,6 +1,6 @@
 //! Test inputs and checks shared by the K-quant tests.
 //!
-//! Inputs come from a seeded SplitMix64 generator, so every run sees the same data. Besides
+//! Inputs come from the seeded generator of `lowbit-fixtures`, so every run sees the same data. Besides
 //! Gaussian rows the corpus holds the cases that exercise the reference's branches: all-zero and
 //! constant sub-blocks, lone outliers, values far below f16's range, one-signed sub-blocks,
 //! values on a coarse grid (which land exactly on rounding ties), bf16-rounded heavy-tailed
@@ -12,73 +12,40 @@
 
 use super::QK_K;
 use crate::QuantBlock;
-use crate::f16::{bf16_to_fp32, fp32_to_bf16};
-
-/// Sebastiano Vigna's SplitMix64.
-pub(super) struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub(super) fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub(super) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub(super) fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform integer in `0..n`.
-    pub(super) fn below(&mut self, n: usize) -> usize {
-        (self.uniform() * n as f64) as usize
-    }
-
-    /// Standard normal (Box–Muller).
-    pub(super) fn normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.uniform();
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
-}
+use lowbit_dtype::f16::{bf16_to_fp32, fp32_to_bf16};
+use lowbit_fixtures::rng::Rng;
 
 fn bf16(v: f32) -> f32 {
     bf16_to_fp32(fp32_to_bf16(v))
 }
 
 /// One super-block of a kind picked by `kind`.
-fn block(rng: &mut SplitMix64, kind: usize) -> Vec<f32> {
+fn block(rng: &mut Rng, kind: usize) -> Vec<f32> {
     let mut x: Vec<f32> = (0..QK_K).map(|_| rng.normal() as f32).collect();
     match kind {
         0 => {}
         1 => {
             // A few huge outliers.
-            for _ in 0..1 + rng.below(4) {
-                let i = rng.below(QK_K);
-                x[i] *= [100.0, 1e3, 1e4, -3e4][rng.below(4)];
+            for _ in 0..1 + rng.index(4) {
+                let i = rng.index(QK_K);
+                x[i] *= [100.0, 1e3, 1e4, -3e4][rng.index(4)];
             }
         }
         2 => x.fill(0.0),
         3 => {
             // Constant sub-blocks (of 16), some zero, some negative, some positive.
             for c in x.chunks_mut(16) {
-                c.fill([0.0, -0.0, 1.0, -1.0, 0.25, -3.5, 1e-3][rng.below(7)]);
+                c.fill([0.0, -0.0, 1.0, -1.0, 0.25, -3.5, 1e-3][rng.index(7)]);
             }
         }
         4 => {
-            let scale = [1e-30f32, 1e-20, 1e-9, 1e-6, 3e-5][rng.below(5)];
+            let scale = [1e-30f32, 1e-20, 1e-9, 1e-6, 3e-5][rng.index(5)];
             x.iter_mut().for_each(|v| *v *= scale);
         }
         5 => {
             // One-signed sub-blocks of random length.
             for c in x.chunks_mut(16) {
-                match rng.below(3) {
+                match rng.index(3) {
                     0 => c.iter_mut().for_each(|v| *v = v.abs()),
                     1 => c.iter_mut().for_each(|v| *v = -v.abs()),
                     _ => {}
@@ -87,20 +54,20 @@ fn block(rng: &mut SplitMix64, kind: usize) -> Vec<f32> {
         }
         6 => {
             // A coarse grid: many values sit exactly on rounding ties.
-            let step = [0.5f32, 0.25, 1.0, 0.125][rng.below(4)];
-            x.iter_mut().for_each(|v| *v = (rng.below(17) as f32 - 8.0) * step);
+            let step = [0.5f32, 0.25, 1.0, 0.125][rng.index(4)];
+            x.iter_mut().for_each(|v| *v = (rng.index(17) as f32 - 8.0) * step);
         }
         7 => {
             // Sparse: mostly zeros.
             x.iter_mut().for_each(|v| {
-                if rng.below(8) != 0 {
+                if rng.index(8) != 0 {
                     *v = 0.0;
                 }
             });
         }
         8 => {
             // bf16-rounded, heavy-tailed (Laplace) with a per-block scale, like trained weights.
-            let scale = [0.002f64, 0.02, 0.05, 0.3][rng.below(4)];
+            let scale = [0.002f64, 0.02, 0.05, 0.3][rng.index(4)];
             x.iter_mut().for_each(|v| {
                 let u = rng.uniform() - 0.5;
                 let lap = -u.signum() * (1.0 - 2.0 * u.abs()).ln();
@@ -115,21 +82,21 @@ fn block(rng: &mut SplitMix64, kind: usize) -> Vec<f32> {
         10 => {
             // Integers (ties again), with zero sub-blocks mixed in.
             for c in x.chunks_mut(32) {
-                let z = rng.below(4) == 0;
+                let z = rng.index(4) == 0;
                 c.iter_mut().for_each(|v| *v = if z { 0.0 } else { (*v * 3.0).round() });
             }
         }
         11 => {
             // Values far apart in magnitude within one block.
             for c in x.chunks_mut(16) {
-                let s = 10f32.powi(rng.below(12) as i32 - 6);
+                let s = 10f32.powi(rng.index(12) as i32 - 6);
                 c.iter_mut().for_each(|v| *v *= s);
             }
         }
         12 => {
             // One nonzero element per sub-block.
             for c in x.chunks_mut(16) {
-                let keep = rng.below(16);
+                let keep = rng.index(16);
                 for (i, v) in c.iter_mut().enumerate() {
                     if i != keep {
                         *v = 0.0;
@@ -139,14 +106,14 @@ fn block(rng: &mut SplitMix64, kind: usize) -> Vec<f32> {
         }
         13 => {
             // A few infinities.
-            for _ in 0..1 + rng.below(3) {
-                let i = rng.below(QK_K);
-                x[i] = if rng.below(2) == 0 { f32::INFINITY } else { f32::NEG_INFINITY };
+            for _ in 0..1 + rng.index(3) {
+                let i = rng.index(QK_K);
+                x[i] = if rng.index(2) == 0 { f32::INFINITY } else { f32::NEG_INFINITY };
             }
         }
         _ => {
             // Subnormals and values near f32's extremes.
-            let scale = [1e-40f32, 1e-44, 1e30, 1e37][rng.below(4)];
+            let scale = [1e-40f32, 1e-44, 1e30, 1e37][rng.index(4)];
             x.iter_mut().for_each(|v| *v *= scale);
         }
     }
@@ -158,7 +125,7 @@ const KINDS: usize = 15;
 
 /// `blocks` super-blocks cycling through every kind of input.
 pub(super) fn corpus(seed: u64, blocks: usize) -> Vec<f32> {
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = Rng::new(seed);
     let mut x = Vec::with_capacity(blocks * QK_K);
     for b in 0..blocks {
         x.extend(block(&mut rng, b % KINDS));
@@ -186,7 +153,7 @@ pub(super) fn assert_fast_equals_ref<B: QuantBlock + std::fmt::Debug>(seed: u64,
 
 /// Relative RMS error `‖x − dq(q(x))‖ / ‖x‖` over `blocks` Gaussian super-blocks.
 pub(super) fn gaussian_rel_rms<B: QuantBlock>(seed: u64, blocks: usize) -> f64 {
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = Rng::new(seed);
     let x: Vec<f32> = (0..blocks * QK_K).map(|_| rng.normal() as f32).collect();
     let mut q = vec![B::zeroed(); blocks];
     B::quantize(&x, &mut q);

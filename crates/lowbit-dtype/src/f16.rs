@@ -3,7 +3,14 @@
 //! `fp32_to_fp16` is ggml's portable `ggml_compute_fp32_to_fp16` (round to nearest even, NaN to
 //! the canonical `0x7E00` with the sign kept); `fp32_to_bf16` is `ggml_compute_fp32_to_bf16`
 //! (round to nearest even, NaN forced quiet). Scales in every block type go through these, so
-//! matching them bit for bit is the first condition of bit-exact output.
+//! matching them bit for bit is the first condition of bit-exact output: a generic IEEE
+//! conversion agrees on every number but not on NaN, whose payload it keeps where ggml writes
+//! `0x7E00`.
+//!
+//! These are the only half-precision conversions of lowbit's production code: the quantizers
+//! encode with them, and the block dequantizers and [`crate::decode_to_f32`] decode with
+//! [`fp16_to_fp32`] and [`bf16_to_fp32`], which are exact (every half and every bfloat16 is an
+//! `f32`) and keep a NaN's sign and payload, setting its quiet bit, as ggml's do.
 
 /// ggml's `GGML_FP32_TO_FP16`.
 #[must_use]
@@ -15,8 +22,9 @@ pub fn fp32_to_fp16(f: f32) -> u16 {
 /// [`fp32_to_fp16`] for every lane of an array. The body is branch-free (its one `if` is a
 /// select), so once inlined the lanes become SIMD instructions, each lane computing exactly the
 /// scalar conversion.
+#[must_use]
 #[inline(always)]
-pub(crate) fn fp32_to_fp16_lanes<const L: usize>(f: [f32; L]) -> [u16; L] {
+pub fn fp32_to_fp16_lanes<const L: usize>(f: [f32; L]) -> [u16; L] {
     let mut out = [0u16; L];
     for (o, &f) in out.iter_mut().zip(&f) {
         *o = fp32_to_fp16_inline(f);
@@ -46,6 +54,7 @@ fn fp32_to_fp16_inline(f: f32) -> u16 {
 
 /// ggml's `GGML_FP16_TO_FP32` (exact: every half is an `f32`).
 #[must_use]
+#[inline]
 pub fn fp16_to_fp32(h: u16) -> f32 {
     let sign = u32::from(h & 0x8000) << 16;
     let exp = u32::from((h >> 10) & 0x1f);
@@ -66,6 +75,7 @@ pub fn fp16_to_fp32(h: u16) -> f32 {
 
 /// ggml's `GGML_FP32_TO_BF16`.
 #[must_use]
+#[inline]
 pub fn fp32_to_bf16(f: f32) -> u16 {
     let u = f.to_bits();
     #[expect(clippy::cast_possible_truncation, reason = "shifted into 16 bits")]
@@ -78,6 +88,7 @@ pub fn fp32_to_bf16(f: f32) -> u16 {
 
 /// bfloat16 to `f32` (exact).
 #[must_use]
+#[inline]
 pub fn bf16_to_fp32(h: u16) -> f32 {
     f32::from_bits(u32::from(h) << 16)
 }
@@ -110,11 +121,13 @@ mod tests {
             "half the smallest subnormal rounds to even (0)"
         );
         assert_eq!(fp32_to_fp16(3.0 * 2f32.powi(-25)), 2);
-        // Agrees with the `half` crate (IEEE RNE) on a sweep of finite values.
+        // Agrees with the `half` crate (IEEE RNE), and with an f64 reference written here, on a
+        // sweep of finite values.
         let mut x = 1e-9f32;
         while x < 7e4 {
             for v in [x, -x] {
                 assert_eq!(fp32_to_fp16(v), half_f16(v), "{v}");
+                assert_eq!(fp32_to_fp16(v), half::f16::from_f32(v).to_bits(), "{v}");
             }
             x *= 1.000_31;
         }
