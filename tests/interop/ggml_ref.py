@@ -3,7 +3,7 @@ that lowbit's ggml block types must match byte for byte.
 
 Usage:
   python ggml_ref.py build
-      Download llama-cpp-python's sdist (pinned by sha256), extract ggml's quantization sources
+      Fetch llama-cpp-python's sdist with pip (pinned by version and sha256), extract ggml's quantization sources
       and compile them with tests/interop/ggml_shim.c into target/ggml-ref/libggml-quants.so.
       Cached: nothing happens when the library exists and was built from the same sdist, shim
       and flags. Prints the library's path.
@@ -33,7 +33,6 @@ import sys
 import tarfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,13 +42,13 @@ STAMP = OUT_DIR / "libggml-quants.stamp.json"
 SHIM = Path(__file__).resolve().parent / "ggml_shim.c"
 
 # llama-cpp-python vendors llama.cpp, and with it ggml, in its sdist: a pinned, checksummed
-# source of ggml that PyPI keeps forever. (`pip download` would try to build the package, which
-# hangs, so the file is fetched directly.)
-SDIST_NAME = "llama_cpp_python-0.3.36.tar.gz"
-SDIST_URL = (
-    "https://files.pythonhosted.org/packages/ec/e9/"
-    "e7de2b0463ea3ffbf0ede6cb21b58c1258a8f6521aae45ca773a59fe7cf3/" + SDIST_NAME
-)
+# source of ggml that the package index keeps forever. pip fetches it by name and version.
+# `--no-binary llama-cpp-python` (rather than `:all:`) asks for this one package's sdist while
+# letting pip take its build requirements as wheels: pip prepares the sdist's metadata, and with
+# `:all:` it would first compile cmake from source to do so, which takes many minutes.
+SDIST_PACKAGE = "llama-cpp-python"
+SDIST_VERSION = "0.3.36"
+SDIST_NAME = f"llama_cpp_python-{SDIST_VERSION}.tar.gz"
 SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 SDIST_PREFIX = "llama_cpp_python-0.3.36/vendor/llama.cpp/"
 
@@ -106,24 +105,26 @@ def sha256_file(path: Path) -> str:
 
 
 def download_sdist() -> Path:
-    """The verified sdist under target/ggml-ref/, downloaded when missing or damaged."""
+    """The verified sdist under target/ggml-ref/, fetched with pip when missing or damaged."""
     path = OUT_DIR / SDIST_NAME
     if path.exists() and sha256_file(path) == SDIST_SHA256:
         return path
-    part = path.with_suffix(".part")
+    staging = OUT_DIR / "download"
+    staging.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+           "--no-deps", "--no-binary", SDIST_PACKAGE, "--dest", str(staging),
+           f"{SDIST_PACKAGE}=={SDIST_VERSION}"]
     last_error = None
     for attempt in range(1, 4):
-        log(f"downloading {SDIST_URL} (attempt {attempt})")
-        try:
-            with urllib.request.urlopen(SDIST_URL, timeout=60) as r, open(part, "wb") as f:
-                while chunk := r.read(1 << 20):
-                    f.write(chunk)
+        log(f"pip download {SDIST_PACKAGE}=={SDIST_VERSION} (attempt {attempt})")
+        run = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if run.returncode == 0 and (staging / SDIST_NAME).exists():
             break
-        except OSError as e:
-            last_error = e
-            time.sleep(2 * attempt)
+        last_error = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["no output"]
+        time.sleep(2 * attempt)
     else:
-        sys.exit(f"ggml_ref: cannot download {SDIST_URL}: {last_error}")
+        sys.exit(f"ggml_ref: pip could not download {SDIST_PACKAGE}=={SDIST_VERSION}: {last_error[0]}")
+    part = staging / SDIST_NAME
     got = sha256_file(part)
     if got != SDIST_SHA256:
         part.unlink()

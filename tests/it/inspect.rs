@@ -166,20 +166,39 @@ fn flux_dev_sized_headers() {
 fn text_output_and_plot() {
     let dir = tempfile::tempdir().unwrap();
     let svg = dir.path().join("depth.svg");
-    let out =
-        lowbit(&["inspect", &format!("fixtures/{FLUX_TINY_BFL}"), "--plot", svg.to_str().unwrap()]);
+    let fixture = format!("fixtures/{FLUX_TINY_BFL}");
+    let out = lowbit(&["inspect", &fixture, "--plot", svg.to_str().unwrap()]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("architecture  flux, bfl naming"), "{text}");
-    assert!(text.contains("double_blocks.0.img_attn.qkv.weight") && text.contains("768×256"));
-    assert!(text.contains("52 tensors"));
+    // The summary comes first: what the file is, totals, by type, by block.
+    let first: Vec<&str> = text.lines().take(4).collect();
+    assert!(first[0].starts_with("path") && first[2] == "architecture  flux, bfl naming", "{text}");
+    assert!(first[3].contains("52 tensors") && first[3].contains("16.000 bits/weight"), "{text}");
+    let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("no {needle:?} in {text}"));
+    assert!(at("\n type ") < at("\n block ") && at("\n block ") < at("\n metadata "), "{text}");
+    assert!(at("\n block ") < at(" double_blocks.0 "), "{text}");
+    // The per-tensor table only on request.
+    assert!(!text.contains("768×256") && text.contains("52 tensors: --tensors lists them"));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.trim(), format!("wrote the depth plot to {}", svg.display()));
     let svg_text = std::fs::read_to_string(&svg).unwrap();
     assert!(svg_text.starts_with("<svg") && svg_text.contains("d0") && svg_text.contains("img_in"));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left behind");
 
+    let out = lowbit(&["inspect", &fixture, "--tensors"]);
+    let listed = String::from_utf8(out.stdout).unwrap();
+    assert!(listed.starts_with(&text[..text.find("\n type ").unwrap()]), "summary first");
+    let row = listed
+        .lines()
+        .find(|l| l.trim_start().starts_with("double_blocks.0.img_attn.qkv.weight"))
+        .unwrap();
+    assert!(row.contains("768×256") && row.contains("BF16") && row.contains("196608"), "{row}");
+    let (block, table) =
+        (listed.find("\n block "), listed.find("double_blocks.0.img_attn.qkv.weight"));
+    assert!(block.unwrap() < table.unwrap(), "the table comes after the summary");
+
     let bad = dir.path().join("no/such/dir/depth.svg");
-    let out =
-        lowbit(&["inspect", &format!("fixtures/{FLUX_TINY_BFL}"), "--plot", bad.to_str().unwrap()]);
+    let out = lowbit(&["inspect", &fixture, "--plot", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/dir"));
     assert!(!bad.exists());
@@ -210,4 +229,40 @@ fn rows_decode_to_the_generated_values() {
     let mut out = vec![0.0; 320];
     assert!(ckpt.read_rows_f32(t, 256..257, &mut out).is_err(), "row past the end");
     assert!(ckpt.read_rows_f32(t, 0..2, &mut out).is_err(), "wrong buffer length");
+}
+
+/// A 10 MB GGUF holding one ten-million-element `u8` array inspects in bounded memory: arrays
+/// are read lazily, summarised in the text and typed in the JSON. (Every element used to become
+/// a 32-byte value, cloned again for the report: 639 MB for this file.)
+#[test]
+fn huge_metadata_arrays_stay_lazy() {
+    use lowbit_fixtures::gguf::{Meta, TensorSpec, Ty, file};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big-array.gguf");
+    let kvs = vec![
+        ("general.architecture".to_owned(), Meta::String("flux".into())),
+        ("test.big".to_owned(), Meta::U8Array((0..10_000_000u32).map(|i| (i % 7) as u8).collect())),
+    ];
+    let tensors = [TensorSpec { name: "img_in.weight".into(), dims: vec![64, 4], ty: Ty::F32 }];
+    std::fs::write(&path, file(&kvs, &tensors, 32)).unwrap();
+    // Under a 150 MB address-space limit, which the old reader passed four times over.
+    let run = |extra: &str| {
+        let script = format!(
+            "ulimit -v 150000; exec '{}' inspect {extra} '{}'",
+            env!("CARGO_BIN_EXE_lowbit"),
+            path.display()
+        );
+        let o = std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let json: Value = serde_json::from_str(&run("--json")).unwrap();
+    assert_eq!(
+        json["metadata"]["test.big"],
+        serde_json::json!({"type": "array of u8", "length": 10_000_000, "head": [0, 1, 2, 3, 4, 5, 6, 0]})
+    );
+    assert_eq!(json["metadata"]["general.architecture"], "flux");
+    let text = run("");
+    let line = text.lines().find(|l| l.contains("test.big")).unwrap();
+    assert!(line.contains("10000000") && line.len() < 200, "{line}");
 }

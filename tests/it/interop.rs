@@ -100,10 +100,16 @@ fn our_gguf_layout_reads_in_the_package() {
         ("test.f32".to_owned(), V::F32(-0.375)),
         ("test.i64".to_owned(), V::I64(-(1 << 40))),
         ("test.i32s".to_owned(), V::Array(Array::new(type_id::I32, vec![V::I32(-1), V::I32(7)]))),
-        ("test.f32s".to_owned(), V::Array(Array::new(type_id::F32, vec![V::F32(0.5), V::F32(-2.0)]))),
+        (
+            "test.f32s".to_owned(),
+            V::Array(Array::new(type_id::F32, vec![V::F32(0.5), V::F32(-2.0)])),
+        ),
         (
             "test.strings".to_owned(),
-            V::Array(Array::new(type_id::STRING, vec![V::String("a=b".into()), V::String("é".into())])),
+            V::Array(Array::new(
+                type_id::STRING,
+                vec![V::String("a=b".into()), V::String("é".into())],
+            )),
         ),
         ("test.u8s".to_owned(), V::Array(Array::new(type_id::U8, (0..40).map(V::U8).collect()))),
     ];

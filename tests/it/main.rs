@@ -15,5 +15,6 @@ mod fixtures;
 mod inspect;
 mod interop;
 mod quant_exact;
+mod safety;
 mod support;
 mod tidy;

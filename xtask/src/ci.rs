@@ -52,7 +52,7 @@ pub(crate) fn ggml_ref(root: &Path, python: &Path) -> anyhow::Result<()> {
     eprintln!("ci: building ggml's reference quantizers (download, verify, compile; cached)");
     sh(Command::new(python).arg(root.join("tests/interop/ggml_ref.py")).arg("build")).context(
         "building ggml's reference library failed: it needs a C compiler (gcc, or set CC) and, \
-         the first time, a download from files.pythonhosted.org",
+         the first time, network access for `pip download`",
     )
 }
 

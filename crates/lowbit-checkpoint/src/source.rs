@@ -42,7 +42,10 @@ impl Source {
             });
         }
         let len = meta.len();
-        let id = (std::os::unix::fs::MetadataExt::dev(&meta), std::os::unix::fs::MetadataExt::ino(&meta));
+        let id = (
+            std::os::unix::fs::MetadataExt::dev(&meta),
+            std::os::unix::fs::MetadataExt::ino(&meta),
+        );
         let bytes = if len < MAP_THRESHOLD {
             // At most the length seen above, even if the file grows meanwhile.
             let mut v = Vec::new();

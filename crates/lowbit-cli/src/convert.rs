@@ -21,7 +21,8 @@ pub(crate) fn is_cancelled(e: &anyhow::Error) -> bool {
 /// Whether an error is in what was asked (exit code 2) rather than in the files.
 pub(crate) fn is_usage(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<Error>().is_some_and(Error::is_usage) || c.downcast_ref::<Usage>().is_some()
+        c.downcast_ref::<Error>().is_some_and(Error::is_usage)
+            || c.downcast_ref::<Usage>().is_some()
     })
 }
 

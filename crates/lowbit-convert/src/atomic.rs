@@ -145,7 +145,10 @@ mod tests {
         std::fs::write(dir.path().join(".b.gguf.lowbit-dead01.partial"), b"x").unwrap();
         std::fs::write(dir.path().join(".c.gguf.lowbit-dead02.partial"), b"x").unwrap();
         let live = AtomicFile::create(&dest).unwrap();
-        let live_name = names(dir.path()).into_iter().find(|n| n.starts_with(".b.gguf.lowbit-") && !n.contains("dead01")).unwrap();
+        let live_name = names(dir.path())
+            .into_iter()
+            .find(|n| n.starts_with(".b.gguf.lowbit-") && !n.contains("dead01"))
+            .unwrap();
         let second = AtomicFile::create(&dest).unwrap();
         let after = names(dir.path());
         assert!(!after.iter().any(|n| n.contains("dead01")), "{after:?}");

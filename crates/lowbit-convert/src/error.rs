@@ -123,27 +123,16 @@ pub enum Error {
         found: String,
     },
     /// Two diffusers parts of one fused tensor disagree in row shape or type.
-    #[error(
-        "{}: cannot fuse `{first}` ({first_shape:?}, {first_type}) with `{other}` ({other_shape:?}, {other_type}) into `{tensor}`",
-        file.display()
-    )]
+    #[error("{}: cannot fuse {first} with {other} into `{tensor}`", file.display())]
     CannotFuse {
         /// The file holding them.
         file: PathBuf,
         /// The fused BFL tensor.
         tensor: String,
-        /// The first part.
+        /// The first part: name, shape and type.
         first: String,
-        /// Its shape.
-        first_shape: Vec<u64>,
-        /// Its type.
-        first_type: String,
-        /// The part that disagrees.
+        /// The part that disagrees: name, shape and type.
         other: String,
-        /// Its shape.
-        other_shape: Vec<u64>,
-        /// Its type.
-        other_type: String,
     },
     /// An output name longer than GGUF readers accept.
     #[error(

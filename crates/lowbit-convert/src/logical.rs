@@ -113,15 +113,12 @@ fn fuse(ckpt: &Checkpoint, bfl: String, parts: &[(usize, &Tensor)]) -> Result<Lo
     }
     for (_, t) in parts {
         if t.shape[1..] != first.shape[1..] || t.ty != first.ty {
+            let describe = |t: &Tensor| format!("`{}` ({:?}, {})", t.name, t.shape, t.ty);
             return Err(Error::CannotFuse {
                 file: ckpt.file_of(t).to_owned(),
                 tensor: bfl,
-                first: first.name.clone(),
-                first_shape: first.shape.clone(),
-                first_type: first.ty.to_string(),
-                other: t.name.clone(),
-                other_shape: t.shape.clone(),
-                other_type: t.ty.to_string(),
+                first: describe(first),
+                other: describe(t),
             });
         }
     }
@@ -135,7 +132,7 @@ fn fuse(ckpt: &Checkpoint, bfl: String, parts: &[(usize, &Tensor)]) -> Result<Lo
     shape[0] = rows;
     let parts: Vec<Part> = if mapping.split == Split::SwapHalves {
         let n = first.shape[0];
-        if n % 2 != 0 {
+        if !n.is_multiple_of(2) {
             let reason = format!("an odd first dimension cannot swap halves into `{bfl}`");
             return Err(shape_error(ckpt, first, reason));
         }
@@ -171,8 +168,9 @@ fn hidden_size(ckpt: &Checkpoint, logical: &[Logical]) -> Result<u64, Error> {
             file: ckpt.path().to_owned(),
             tensor: "img_in.weight".into(),
             shape: Vec::new(),
-            reason: "it is missing, and its rows (the model width) are needed to split fused tensors"
-                .into(),
+            reason:
+                "it is missing, and its rows (the model width) are needed to split fused tensors"
+                    .into(),
         });
     };
     match img_in.shape.as_slice() {
@@ -215,12 +213,13 @@ pub(crate) fn to_diffusers(
         };
         // linear1 reads the hidden state: its row length is the width img_in.weight gives.
         if l.shape.get(1).is_some_and(|&cols| cols != width) || l.shape.len() != 2 {
-            let reason =
-                format!("it must be a matrix whose rows have the model width {width} (img_in.weight's rows)");
+            let reason = format!(
+                "it must be a matrix whose rows have the model width {width} (img_in.weight's rows)"
+            );
             return Err(logical_error(ckpt, l, reason));
         }
     }
-    if m.split == Split::SwapHalves && rows % 2 != 0 {
+    if m.split == Split::SwapHalves && !rows.is_multiple_of(2) {
         return Err(logical_error(ckpt, l, "an odd first dimension cannot swap halves"));
     }
     let Some(ranges) = split_rows(m.split, rows, width) else {

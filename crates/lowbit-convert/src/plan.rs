@@ -135,7 +135,9 @@ fn source_precision(source: StorageType) -> Result<GgmlType, &'static str> {
         StorageType::Dense(Dtype::F32 | Dtype::F64)
         | StorageType::Ggml(GgmlType::F32 | GgmlType::F64) => GgmlType::F32,
         StorageType::Ggml(_) => {
-            return Err("re-quantizing quantized weights would compound their error: convert from the original (F32, F16, BF16, F8_E4M3 or F8_E5M2)");
+            return Err(
+                "re-quantizing quantized weights would compound their error: convert from the original (F32, F16, BF16, F8_E4M3 or F8_E5M2)",
+            );
         }
         StorageType::Dense(_) => {
             return Err("lowbit converts F32, F16, BF16, F8_E4M3 and F8_E5M2 weights");
@@ -209,7 +211,8 @@ impl Plan {
             for (name, parts, shape) in outputs {
                 // Every part names an input tensor; its file is the one to blame.
                 let input = parts.first().and_then(|p| ckpt.tensor(&p.tensor));
-                let file = input.map_or_else(|| ckpt.path().to_owned(), |t| ckpt.file_of(t).to_owned());
+                let file =
+                    input.map_or_else(|| ckpt.path().to_owned(), |t| ckpt.file_of(t).to_owned());
                 if name.len() > MAX_NAME_LEN {
                     return Err(Error::NameTooLong {
                         file,
@@ -274,10 +277,12 @@ fn choose_type(
         (fallback(ty, t.row_len()), Reason::Fallback { wanted: ty })
     };
     if !lowbit_quant::supports_quantize(ty) {
-        return Err(Error::Layout { tensor: t.name.clone(), reason: format!("lowbit cannot write {ty}") });
+        return Err(Error::Layout {
+            tensor: t.name.clone(),
+            reason: format!("lowbit cannot write {ty}"),
+        });
     }
     t.ty = ty;
     t.reason = reason;
     Ok(t)
 }
-

@@ -243,7 +243,12 @@ impl Recipe {
         let file: RecipeFile = match file {
             Some((path, text)) => toml::from_str(text).map_err(|e| Error::RecipeFile {
                 path: path.to_owned(),
-                message: e.to_string().lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" "),
+                message: e
+                    .to_string()
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" "),
             })?,
             None => RecipeFile { to: None, rules: Vec::new() },
         };
@@ -284,8 +289,8 @@ impl Recipe {
 #[cfg(test)]
 mod tests {
     use super::{Mix, Recipe, Rule, Target};
-    use std::path::Path;
     use lowbit_dtype::GgmlType;
+    use std::path::Path;
 
     #[test]
     fn targets() {

@@ -212,10 +212,8 @@ fn quantize_chunk(
                 let e0 = first * row_len;
                 gather(ckpt, t, e0..e0 + n_rows * row_len, buf, scratch, allow_non_finite)?;
                 // The plan sized `dst` for exactly these rows of this type.
-                lowbit_quant::quantize(t.ty, buf, dst).map_err(|e| Error::Layout {
-                    tensor: t.name.clone(),
-                    reason: e.to_string(),
-                })
+                lowbit_quant::quantize(t.ty, buf, dst)
+                    .map_err(|e| Error::Layout { tensor: t.name.clone(), reason: e.to_string() })
             },
         )
         .enumerate()

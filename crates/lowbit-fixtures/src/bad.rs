@@ -473,7 +473,11 @@ pub fn cases() -> Vec<BadCase> {
         ),
         unconvertible(
             "five-dims.safetensors",
-            bfl_with(&[8, 4], &[40, 8], &[("double_blocks.0.img_mod.lin.weight", &[1, 2, 2, 2, 2])]),
+            bfl_with(
+                &[8, 4],
+                &[40, 8],
+                &[("double_blocks.0.img_mod.lin.weight", &[1, 2, 2, 2, 2])],
+            ),
             &[],
             &["double_blocks.0.img_mod.lin.weight", "at most 4 dimensions"],
         ),

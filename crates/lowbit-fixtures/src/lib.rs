@@ -43,7 +43,8 @@ pub fn committed() -> Vec<(String, Vec<u8>)> {
          Each must make `lowbit inspect` (unless it says the file is valid), `lowbit convert` and \
          `lowbit convert --dry-run` exit with 1 and one line naming the file and containing:\n\n",
     );
-    let quoted = |words: &[&str]| words.iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
+    let quoted =
+        |words: &[&str]| words.iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
     for case in bad::cases() {
         let line = match case.inspect {
             Some(words) if words == case.convert => quoted(words),

@@ -36,7 +36,9 @@ pub enum LayoutError {
     #[error("alignment {0} is not a power of two below 2^31")]
     BadAlignment(u64),
     /// A metadata array read from another file: its elements are not in memory.
-    #[error("metadata `{key}`: an array read from a file cannot be written; rebuild it with `Array::new`")]
+    #[error(
+        "metadata `{key}`: an array read from a file cannot be written; rebuild it with `Array::new`"
+    )]
     StoredArray {
         /// The key.
         key: String,

@@ -306,7 +306,10 @@ fn arrays_are_lazy_and_decode_every_type() {
         Value::F64(-2.25),
     ];
     for v in &samples {
-        k.push((format!("a.{}", v.type_name()), Value::Array(Array::new(v.type_id(), vec![v.clone(); 3]))));
+        k.push((
+            format!("a.{}", v.type_name()),
+            Value::Array(Array::new(v.type_id(), vec![v.clone(); 3])),
+        ));
     }
     k.push(("a.string".into(), Value::Array(Array::new(type_id::STRING, strings.clone()))));
     let bytes = with(&k, vec![], 0);
@@ -317,7 +320,12 @@ fn arrays_are_lazy_and_decode_every_type() {
     assert_eq!(big.items(g.buffer()).count(), n);
     for (i, v) in samples.iter().enumerate() {
         let Value::Array(a) = &g.kvs()[i + 1].1 else { panic!("an array") };
-        assert_eq!(a.items(g.buffer()).collect::<Vec<_>>(), vec![v.clone(); 3], "{}", v.type_name());
+        assert_eq!(
+            a.items(g.buffer()).collect::<Vec<_>>(),
+            vec![v.clone(); 3],
+            "{}",
+            v.type_name()
+        );
     }
     let Value::Array(a) = &g.kvs()[samples.len() + 1].1 else { panic!("an array") };
     assert_eq!(a.items(g.buffer()).collect::<Vec<_>>(), strings);
@@ -329,7 +337,10 @@ fn arrays_are_lazy_and_decode_every_type() {
 #[test]
 fn array_elements_are_validated() {
     // A string element whose length runs past the end, and one that is not UTF-8.
-    let k = vec![("s".to_owned(), Value::Array(Array::new(type_id::STRING, vec![Value::String("abcd".into())])))];
+    let k = vec![(
+        "s".to_owned(),
+        Value::Array(Array::new(type_id::STRING, vec![Value::String("abcd".into())])),
+    )];
     let good = with(&k, vec![], 0);
     let at = find(&good, b"abcd") - 8;
     let mut bytes = good.clone();
@@ -344,5 +355,8 @@ fn array_elements_are_validated() {
     let at = find(&bytes, b"u\x09\x00\x00\x00") + 1 + 4;
     bytes[at..at + 4].copy_from_slice(&13u32.to_le_bytes());
     let err = Gguf::parse(&bytes).unwrap_err();
-    assert!(matches!(err, Error::BadValueType { ref reason, .. } if reason.contains("13")), "{err}");
+    assert!(
+        matches!(err, Error::BadValueType { ref reason, .. } if reason.contains("13")),
+        "{err}"
+    );
 }

@@ -283,12 +283,9 @@ impl fmt::Display for Value {
             Value::U64(v) => write!(f, "{v}"),
             Value::I64(v) => write!(f, "{v}"),
             Value::F64(v) => write!(f, "{v}"),
-            Value::Array(a) => write!(
-                f,
-                "[{}; {}]",
-                type_id::name(a.element_type).unwrap_or("?"),
-                a.len
-            ),
+            Value::Array(a) => {
+                write!(f, "[{}; {}]", type_id::name(a.element_type).unwrap_or("?"), a.len)
+            }
         }
     }
 }

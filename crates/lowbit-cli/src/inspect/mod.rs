@@ -13,8 +13,8 @@ use crate::cli::InspectArgs;
 use crate::output;
 use anyhow::Context;
 use lowbit_arch::{Block, Detection, block_of, detect};
-use lowbit_checkpoint::{Checkpoint, Metadata};
 use lowbit_checkpoint::gguf::{Value, type_id};
+use lowbit_checkpoint::{Checkpoint, Metadata};
 use serde::Serialize;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -48,7 +48,9 @@ const JSON_ARRAY_HEAD: usize = 8;
 /// strings (`"NaN"`, `"inf"`).
 fn json_value(ckpt: &Checkpoint, v: &Value) -> serde_json::Value {
     use serde_json::Value as J;
-    let float = |f: f64| serde_json::Number::from_f64(f).map_or_else(|| J::String(f.to_string()), J::Number);
+    let float = |f: f64| {
+        serde_json::Number::from_f64(f).map_or_else(|| J::String(f.to_string()), J::Number)
+    };
     match v {
         Value::U8(x) => J::from(*x),
         Value::I8(x) => J::from(*x),
