@@ -23,6 +23,6 @@ pub use atomic::AtomicFile;
 pub use error::Error;
 pub use logical::Part;
 pub use output::check_output;
-pub use plan::{MAX_NAME_LEN, OutputNaming, Plan, PlannedTensor, Reason};
-pub use recipe::{Mix, Recipe, Rule, Target, WRITABLE, parse_type};
+pub use plan::{OutputNaming, Plan, PlannedTensor, Reason};
+pub use recipe::{Mix, Recipe, Rule, Target};
 pub use write::{CHUNK_BYTES, MAX_THREADS, Options, Written, layout, metadata, write_gguf};

@@ -15,7 +15,7 @@ use lowbit_dtype::{Dtype, GgmlType};
 use std::fmt;
 
 /// ggml's tensor name limit with ComfyUI-GGUF's patch (`GGML_MAX_NAME` = 128, NUL included).
-pub const MAX_NAME_LEN: usize = 127;
+pub(crate) const MAX_NAME_LEN: usize = 127;
 
 /// FLUX modules ComfyUI-GGUF leaves at source precision.
 const FLUX_KEEP: [&str; 6] =

@@ -28,7 +28,7 @@ pub struct Target {
 }
 
 /// Types a target or rule may name.
-pub const WRITABLE: [GgmlType; 15] = [
+pub(crate) const WRITABLE: [GgmlType; 15] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
@@ -74,7 +74,7 @@ fn unknown(what: &'static str, given: &str, choices: Vec<String>) -> Error {
 ///
 /// # Errors
 /// When the name is not a type lowbit writes.
-pub fn parse_type(name: &str) -> Result<GgmlType, Error> {
+pub(crate) fn parse_type(name: &str) -> Result<GgmlType, Error> {
     GgmlType::from_name(name)
         .filter(|t| WRITABLE.contains(t))
         .ok_or_else(|| unknown("tensor type", name, type_names()))
