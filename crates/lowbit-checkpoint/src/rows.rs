@@ -135,7 +135,7 @@ impl Checkpoint {
         let mut buf = Vec::new();
         let mut row = 0;
         while row < total {
-            let end = (row + chunk_rows).min(total);
+            let end = row.saturating_add(chunk_rows).min(total);
             #[expect(
                 clippy::cast_possible_truncation,
                 reason = "a chunk fits in memory by construction"
