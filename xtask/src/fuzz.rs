@@ -13,7 +13,7 @@
 //! `checkpoint_open` each sharded fixture packed in that target's input format.
 //!
 //! Targets are built without a sanitizer by default: the readers are safe Rust, so panics are
-//! what we look for, and AddressSanitizer halves the speed. `--asan` builds with it.
+//! what we look for, and AddressSanitizer only slows that search. `--asan` builds with it.
 //! A crash ends a target's run, unless `--keep-going` or `--jobs J` with J > 1: those run it in
 //! libFuzzer's fork mode with J worker processes, which saves each crash input and goes on.
 //! cargo-fuzz needs nightly flags; `RUSTC_BOOTSTRAP=1` lets the stable toolchain accept them.
@@ -155,7 +155,11 @@ pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
         let new: Vec<PathBuf> = files(&artifacts).difference(&before).cloned().collect();
         new_crashes += new.len();
         for p in &new {
-            eprintln!("fuzz: {target}: new crash input {}", p.display());
+            eprintln!(
+                "fuzz: {target}: new crash input {}: {}",
+                p.display(),
+                triage(&root, target, p)
+            );
         }
         if !ok && new.is_empty() {
             bail!("cargo fuzz run {target} failed without writing a crash input");
@@ -169,7 +173,9 @@ pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
     );
     let show = |v: Option<u64>| v.map_or_else(|| "?".to_owned(), |v| v.to_string());
     for (target, s, secs, corpus, crashes, new) in &rows {
-        let rate = s.exec_per_sec.or_else(|| s.execs.map(|e| (e as f64 / secs) as u64));
+        // Fork mode's exec/s is the last job's; its average is the count over the time.
+        let average = s.execs.map(|e| (e as f64 / secs) as u64);
+        let rate = if fork { average } else { s.exec_per_sec.or(average) };
         println!(
             "{:<20} {:>12} {:>9} {:>7} {:>7} {:>8} {:>8}{}",
             target,
@@ -214,6 +220,29 @@ fn run_one(cmd: &mut Command) -> anyhow::Result<(Stats, bool)> {
         }
     }
     Ok((stats, child.wait()?.success()))
+}
+
+/// Runs one crash input again and returns where it panicked and the message, for the log.
+fn triage(root: &Path, target: &str, input: &Path) -> String {
+    // cargo-fuzz builds into `fuzz/target/<host triple>/release/`.
+    let bin = files(&root.join("fuzz/target"))
+        .into_iter()
+        .map(|d| d.join("release").join(target))
+        .find(|b| b.is_file());
+    let Some(Ok(out)) = bin
+        .map(|b| Command::new(b).arg("-timeout=10").arg(input).env("RUST_BACKTRACE", "0").output())
+    else {
+        return "(could not run it again)".into();
+    };
+    let text = String::from_utf8_lossy(&out.stderr);
+    let mut lines = text.lines().skip_while(|l| !l.contains(" panicked at "));
+    match (lines.next(), lines.next()) {
+        (Some(at), Some(message)) => {
+            format!("{} {message}", at.split(" panicked at ").nth(1).unwrap_or(at))
+        }
+        _ if text.contains("timeout") => "timeout".into(),
+        _ => "no panic message (out of memory or a signal?)".into(),
+    }
 }
 
 /// Takes what a libFuzzer status line (`#1234 pulse cov: 80 ft: 200 … exec/s: 900`, or fork
