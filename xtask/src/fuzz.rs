@@ -175,7 +175,7 @@ pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
     for (target, s, secs, corpus, crashes, new) in &rows {
         // Fork mode's exec/s is the last job's; its average is the count over the time.
         let average = s.execs.map(|e| (e as f64 / secs) as u64);
-        let rate = if fork { average } else { s.exec_per_sec.or(average) };
+        let rate = if fork { average } else { s.exec_per_sec.filter(|&r| r > 0).or(average) };
         println!(
             "{:<20} {:>12} {:>9} {:>7} {:>7} {:>8} {:>8}{}",
             target,
