@@ -5,6 +5,8 @@
 //! - `bench-inspect`: time `lowbit inspect` on a sparse FLUX.1-dev-sized checkpoint.
 //! - `bench-quant`: lowbit's quantizers against ggml's C code and the `gguf` package, in Mparam/s.
 //! - `bench-convert`: end-to-end `lowbit convert` of a 1.1 GB FLUX-shaped file against `cp`.
+//! - `fuzz [TARGET…] [--seconds N | --runs N] [--jobs J] [--keep-going] [--smoke] [--asan]`:
+//!   seed and run the cargo-fuzz targets of `fuzz/`; `fuzz-seed` only writes their seed corpora.
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -15,6 +17,7 @@ mod bench;
 mod bench_convert;
 mod ci;
 mod fixtures;
+mod fuzz;
 
 use std::path::PathBuf;
 
@@ -35,6 +38,8 @@ fn main() -> anyhow::Result<()> {
         ["bench-inspect"] => bench::inspect(),
         ["bench-quant"] => bench::quant(),
         ["bench-convert"] => bench_convert::run(),
+        ["fuzz-seed"] => fuzz::seed_only(),
+        ["fuzz", rest @ ..] => fuzz::run(rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -43,7 +48,13 @@ fn main() -> anyhow::Result<()> {
                  ci                   set up the interop venv and ggml reference, then fmt, clippy, tests\n  \
                  bench-inspect        time `lowbit inspect` on a sparse 23.8 GB FLUX.1-dev header\n  \
                  bench-quant          quantizer speed (Mparam/s) vs ggml's C and the gguf package\n  \
-                 bench-convert        end-to-end convert of a 1.1 GB FLUX-shaped file vs cp"
+                 bench-convert        end-to-end convert of a 1.1 GB FLUX-shaped file vs cp\n  \
+                 fuzz [TARGET…] [--seconds N | --runs N] [--jobs J] [--keep-going]\n  \
+                 \x20    [--smoke] [--asan]\n  \
+                 \x20                    seed, build and run the cargo-fuzz targets (60 s each;\n  \
+                 \x20                    --smoke: 20 s each), then print executions, coverage,\n  \
+                 \x20                    corpus size and crashes per target\n  \
+                 fuzz-seed            write the seed corpora into target/fuzz/corpus/ only"
             );
             std::process::exit(2);
         }
