@@ -10,13 +10,16 @@
 use libfuzzer_sys::fuzz_target;
 use lowbit_gguf::{Gguf, Value};
 
-fn touch(v: &Value) {
+fn touch(v: &Value, buf: &[u8]) {
     std::hint::black_box((v.to_string(), v.type_id(), v.as_u64(), v.as_str()));
-    if let Value::Array { element_type, items } = v {
-        for item in items {
-            assert_eq!(item.type_id(), *element_type, "array element of another type");
-            touch(item);
+    if let Value::Array(a) = v {
+        let mut n = 0u64;
+        for item in a.items(buf) {
+            assert_eq!(item.type_id(), a.element_type(), "array element of another type");
+            touch(&item, buf);
+            n += 1;
         }
+        assert_eq!(n, a.len(), "a validated array decodes to all its elements");
     }
 }
 
@@ -26,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     assert!(g.alignment().is_power_of_two());
     assert_eq!(g.data_start() % g.alignment(), 0, "data section not aligned");
     for (key, value) in g.kvs() {
-        touch(value);
+        touch(value, g.buffer());
         assert!(std::ptr::eq(g.get(key).expect("listed key is found"), value), "`{key}`");
     }
     for t in g.tensors() {

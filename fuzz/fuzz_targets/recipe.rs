@@ -11,6 +11,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use lowbit_convert::Recipe;
+use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -18,9 +19,10 @@ fuzz_target!(|data: &[u8]| {
     let toml = parts.next().unwrap_or_default();
     let to = parts.next();
     let rules: Vec<String> = parts.take(4).map(str::to_owned).collect();
-    let Ok(recipe) = Recipe::build(Some(toml), to, &rules) else { return };
+    let path = Path::new("fuzz.toml");
+    let Ok(recipe) = Recipe::build(Some((path, toml)), to, &rules) else { return };
     let written = recipe.to_toml();
-    let again = Recipe::build(Some(&written), None, &[])
+    let again = Recipe::build(Some((path, &written)), None, &[])
         .unwrap_or_else(|e| panic!("to_toml output is refused: {e}\n{written}"));
     assert_eq!(again.to_toml(), written, "to_toml does not round-trip");
     assert_eq!(again.target, recipe.target);

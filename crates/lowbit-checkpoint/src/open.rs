@@ -219,9 +219,12 @@ impl Checkpoint {
     /// A tensor's stored bytes, borrowed from the mapping.
     #[must_use]
     pub fn raw(&self, t: &Tensor) -> &[u8] {
-        #[expect(clippy::cast_possible_truncation, reason = "validated against the file length")]
-        let range = t.offset as usize..(t.offset + t.bytes) as usize;
-        &self.files[t.file].bytes()[range]
+        // Validated against the file when parsed; a `Tensor` from another checkpoint gets nothing.
+        let range = usize::try_from(t.offset)
+            .ok()
+            .and_then(|start| Some(start..start.checked_add(usize::try_from(t.bytes).ok()?)?));
+        let file = self.files.get(t.file).map(Source::bytes).unwrap_or_default();
+        range.and_then(|r| file.get(r)).unwrap_or_default()
     }
 }
 

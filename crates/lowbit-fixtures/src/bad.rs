@@ -434,6 +434,40 @@ pub fn cases() -> Vec<BadCase> {
             ],
             &["b.safetensors", BIAS, "unknown dtype `X7`"],
         ),
+        // Found by `cargo xtask fuzz gguf_header`: an empty tensor in a file that ends before its
+        // aligned data section was accepted, then borrowing its bytes panicked.
+        one(
+            "empty-tensor-past-end.gguf",
+            {
+                let t = [TensorSpec { name: QKV.into(), dims: vec![0], ty: Ty::F32 }];
+                let (h, _) = crate::gguf::header(&[], &t, 32);
+                let unpadded = 24 + 8 + QKV.len() + 4 + 8 + 4 + 8;
+                assert!(unpadded + 3 < h.len(), "the data section would start past the file's end");
+                [&h[..unpadded], b"\x00iz"].concat()
+            },
+            &[QKV, "runs past the end of the data section"],
+        ),
+        // Found reading the code after fuzzing: an empty tensor of 2^40 × 2^40 × 0 passed the
+        // size check, and counting its rows overflowed.
+        one(
+            "empty-tensor-huge-dims.gguf",
+            gguf_parts(
+                &[],
+                &[TensorSpec { name: QKV.into(), dims: vec![1, 0, 1 << 40, 1 << 40], ty: Ty::F32 }],
+            ),
+            &[QKV, "overflow"],
+        ),
+        one(
+            "empty-tensor-huge-dims.safetensors",
+            st(
+                &st_with(
+                    r#"{"dtype":"BF16","shape":[0,1099511627776,1099511627776],"data_offsets":[0,0]}"#,
+                    r#"{"dtype":"BF16","shape":[4],"data_offsets":[0,8]}"#,
+                ),
+                8,
+            ),
+            &[QKV, "overflows"],
+        ),
         unconvertible("quantized-weights.gguf", gguf_good(), &[], &[QKV, "stored as Q8_0"]),
         unconvertible(
             "integer-weights.safetensors",

@@ -279,7 +279,22 @@ impl<'a> Gguf<'a> {
             tensors.push(t);
         }
         let data_start = (c.pos as u64).next_multiple_of(alignment);
-        let data_len = (buf.len() as u64).saturating_sub(data_start);
+        // A file with tensors must reach its (aligned) data section, even if every tensor is
+        // empty: their bytes are borrowed from there.
+        let data_len = match (buf.len() as u64).checked_sub(data_start) {
+            Some(n) => n,
+            None => match tensors.first() {
+                Some(t) => {
+                    return Err(Error::OutOfBounds {
+                        name: t.name.clone(),
+                        begin: t.offset,
+                        end: t.offset.saturating_add(t.size),
+                        data_len: 0,
+                    });
+                }
+                None => 0,
+            },
+        };
         check_layout(&tensors, data_len)?;
         Ok(Gguf { buf, version, alignment, data_start, kvs, tensors })
     }
@@ -337,11 +352,11 @@ impl<'a> Gguf<'a> {
     /// The bytes of one tensor, borrowed from the buffer.
     #[must_use]
     pub fn bytes(&self, t: &TensorInfo) -> &'a [u8] {
-        #[expect(clippy::cast_possible_truncation, reason = "validated against buf.len()")]
-        let start = (self.data_start + t.offset) as usize;
-        #[expect(clippy::cast_possible_truncation, reason = "validated against buf.len()")]
-        let end = start + t.size as usize;
-        &self.buf[start..end]
+        // Validated against the buffer when parsed; a `TensorInfo` from elsewhere gets nothing.
+        let range = usize::try_from(self.data_start + t.offset)
+            .ok()
+            .and_then(|start| Some(start..start.checked_add(usize::try_from(t.size).ok()?)?));
+        range.and_then(|r| self.buf.get(r)).unwrap_or_default()
     }
 }
 
@@ -360,9 +375,14 @@ fn read_tensor_info(c: &mut Cursor<'_>, i: u64, alignment: u64) -> Result<Tensor
     let Some(ty) = GgmlType::from_id(id) else {
         return Err(Error::UnknownType { name, id });
     };
-    // ggml keeps sizes in int64_t: refuse anything above i64::MAX.
-    let numel =
-        dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).filter(|&n| n <= i64::MAX as u64);
+    // ggml keeps sizes in int64_t: refuse anything above i64::MAX. Zero dimensions are skipped,
+    // so that every partial product of the dimensions, in any order, fits too (an empty tensor
+    // of 2^40 × 2^40 × 0 would otherwise pass and overflow whoever counts its rows).
+    let numel = dims
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= i64::MAX as u64);
     if numel.is_none() {
         return Err(Error::ShapeOverflow { name, dims });
     }

@@ -191,13 +191,17 @@ fn parse_entry(name: String, value: &Value) -> Result<TensorEntry, Error> {
     let Some(dtype) = Dtype::from_name(dtype_str) else {
         return Err(Error::UnknownDtype { name, dtype: dtype_str.clone() });
     };
+    // Zero dimensions are skipped, so that every partial product of the shape, in any order,
+    // fits in 64 bits too (an empty `[0, 2^40, 2^40]` would otherwise pass).
     let bytes = shape
         .iter()
+        .filter(|&&d| d != 0)
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
         .and_then(|n| n.checked_mul(dtype.size() as u64));
     let Some(expected) = bytes else {
         return Err(Error::ShapeOverflow { name, shape });
     };
+    let expected = if shape.contains(&0) { 0 } else { expected };
     if end < begin {
         return Err(Error::ReversedOffsets { name, begin, end });
     }
