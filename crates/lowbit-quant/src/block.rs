@@ -4,10 +4,7 @@
 //! ([`lowbit_dtype::blocks`]); [`QuantBlock`] adds the two quantizers to each of them.
 
 use lowbit_dtype::GgmlType;
-use lowbit_dtype::blocks::{
-    Block, BlockBF16, BlockF16, BlockF32, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K,
-    BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockTQ1_0, BlockTQ2_0,
-};
+use lowbit_dtype::blocks::Block;
 
 /// A ggml block that lowbit can write: ggml's reference quantizer and a fast one.
 ///
@@ -60,29 +57,6 @@ fn blocks<B: QuantBlock>(x_len: usize, bytes: usize) -> Result<(), Error> {
     }
 }
 
-macro_rules! dispatch {
-    ($ty:expr, $f:ident, $($args:expr),*) => {
-        match $ty {
-            GgmlType::F32 => $f::<BlockF32>($($args),*),
-            GgmlType::F16 => $f::<BlockF16>($($args),*),
-            GgmlType::BF16 => $f::<BlockBF16>($($args),*),
-            GgmlType::Q4_0 => $f::<BlockQ4_0>($($args),*),
-            GgmlType::Q4_1 => $f::<BlockQ4_1>($($args),*),
-            GgmlType::Q5_0 => $f::<BlockQ5_0>($($args),*),
-            GgmlType::Q5_1 => $f::<BlockQ5_1>($($args),*),
-            GgmlType::Q8_0 => $f::<BlockQ8_0>($($args),*),
-            GgmlType::Q2_K => $f::<BlockQ2K>($($args),*),
-            GgmlType::Q3_K => $f::<BlockQ3K>($($args),*),
-            GgmlType::Q4_K => $f::<BlockQ4K>($($args),*),
-            GgmlType::Q5_K => $f::<BlockQ5K>($($args),*),
-            GgmlType::Q6_K => $f::<BlockQ6K>($($args),*),
-            GgmlType::TQ1_0 => $f::<BlockTQ1_0>($($args),*),
-            GgmlType::TQ2_0 => $f::<BlockTQ2_0>($($args),*),
-            other => Err(Error::Unsupported(other)),
-        }
-    };
-}
-
 fn quantize_with<B: QuantBlock>(x: &[f32], out: &mut [u8]) -> Result<(), Error> {
     blocks::<B>(x.len(), out.len())?;
     crate::simd::quantize(x, bytemuck::cast_slice_mut::<u8, B>(out));
@@ -113,7 +87,7 @@ fn supported<B: QuantBlock>() -> Result<(), Error> {
 /// # Errors
 /// An unsupported type, or lengths that do not form whole blocks.
 pub fn quantize(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), Error> {
-    dispatch!(ty, quantize_with, x, out)
+    lowbit_dtype::with_block!(ty, quantize_with(x, out), |t| Err(Error::Unsupported(t)))
 }
 
 /// [`quantize`] without the AVX2 dispatch: the fast path as compiled for the baseline target,
@@ -123,7 +97,7 @@ pub fn quantize(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), Error> {
 /// As [`quantize`].
 #[cfg(test)]
 pub(crate) fn quantize_baseline(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), Error> {
-    dispatch!(ty, quantize_baseline_with, x, out)
+    lowbit_dtype::with_block!(ty, quantize_baseline_with(x, out), |t| Err(Error::Unsupported(t)))
 }
 
 /// The scalar reference quantizer behind [`quantize`], for tests and benchmarks.
@@ -131,13 +105,14 @@ pub(crate) fn quantize_baseline(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Resu
 /// # Errors
 /// As [`quantize`].
 pub fn quantize_ref(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), Error> {
-    dispatch!(ty, quantize_ref_with, x, out)
+    lowbit_dtype::with_block!(ty, quantize_ref_with(x, out), |t| Err(Error::Unsupported(t)))
 }
 
 /// Whether [`quantize`] handles `ty`.
 #[must_use]
 pub fn supports_quantize(ty: GgmlType) -> bool {
-    let r: Result<(), Error> = dispatch!(ty, supported,);
+    let r: Result<(), Error> =
+        lowbit_dtype::with_block!(ty, supported(), |t| Err(Error::Unsupported(t)));
     r.is_ok()
 }
 

@@ -84,25 +84,30 @@ fn f16_value(b: [u8; 2]) -> f32 {
     fp16_to_fp32(u16::from_le_bytes(b))
 }
 
-macro_rules! dispatch {
-    ($ty:expr, $f:ident, $($args:expr),*) => {
+/// The one table from a [`GgmlType`] to its block struct: `with_block!(ty, f(args…), other)`
+/// calls `f::<BlockX>(args…)` for the block struct of `ty`, or evaluates `other(ty)` for a type
+/// without one. The dequantizers here and the quantizers of `lowbit-quant` both dispatch
+/// through it, so a type cannot be added to one and forgotten in the other.
+#[macro_export]
+macro_rules! with_block {
+    ($ty:expr, $f:ident ($($args:expr),*), $other:expr) => {
         match $ty {
-            GgmlType::F32 => $f::<BlockF32>($($args),*),
-            GgmlType::F16 => $f::<BlockF16>($($args),*),
-            GgmlType::BF16 => $f::<BlockBF16>($($args),*),
-            GgmlType::Q4_0 => $f::<BlockQ4_0>($($args),*),
-            GgmlType::Q4_1 => $f::<BlockQ4_1>($($args),*),
-            GgmlType::Q5_0 => $f::<BlockQ5_0>($($args),*),
-            GgmlType::Q5_1 => $f::<BlockQ5_1>($($args),*),
-            GgmlType::Q8_0 => $f::<BlockQ8_0>($($args),*),
-            GgmlType::Q2_K => $f::<BlockQ2K>($($args),*),
-            GgmlType::Q3_K => $f::<BlockQ3K>($($args),*),
-            GgmlType::Q4_K => $f::<BlockQ4K>($($args),*),
-            GgmlType::Q5_K => $f::<BlockQ5K>($($args),*),
-            GgmlType::Q6_K => $f::<BlockQ6K>($($args),*),
-            GgmlType::TQ1_0 => $f::<BlockTQ1_0>($($args),*),
-            GgmlType::TQ2_0 => $f::<BlockTQ2_0>($($args),*),
-            other => Err(BlockError::Unsupported(other)),
+            $crate::GgmlType::F32 => $f::<$crate::blocks::BlockF32>($($args),*),
+            $crate::GgmlType::F16 => $f::<$crate::blocks::BlockF16>($($args),*),
+            $crate::GgmlType::BF16 => $f::<$crate::blocks::BlockBF16>($($args),*),
+            $crate::GgmlType::Q4_0 => $f::<$crate::blocks::BlockQ4_0>($($args),*),
+            $crate::GgmlType::Q4_1 => $f::<$crate::blocks::BlockQ4_1>($($args),*),
+            $crate::GgmlType::Q5_0 => $f::<$crate::blocks::BlockQ5_0>($($args),*),
+            $crate::GgmlType::Q5_1 => $f::<$crate::blocks::BlockQ5_1>($($args),*),
+            $crate::GgmlType::Q8_0 => $f::<$crate::blocks::BlockQ8_0>($($args),*),
+            $crate::GgmlType::Q2_K => $f::<$crate::blocks::BlockQ2K>($($args),*),
+            $crate::GgmlType::Q3_K => $f::<$crate::blocks::BlockQ3K>($($args),*),
+            $crate::GgmlType::Q4_K => $f::<$crate::blocks::BlockQ4K>($($args),*),
+            $crate::GgmlType::Q5_K => $f::<$crate::blocks::BlockQ5K>($($args),*),
+            $crate::GgmlType::Q6_K => $f::<$crate::blocks::BlockQ6K>($($args),*),
+            $crate::GgmlType::TQ1_0 => $f::<$crate::blocks::BlockTQ1_0>($($args),*),
+            $crate::GgmlType::TQ2_0 => $f::<$crate::blocks::BlockTQ2_0>($($args),*),
+            other => $other(other),
         }
     };
 }
@@ -133,13 +138,14 @@ fn supported<B: Block>() -> Result<GgmlType, BlockError> {
 /// # Errors
 /// An unsupported type, or lengths that do not form whole blocks.
 pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), BlockError> {
-    dispatch!(ty, dequantize_with, bytes, out)
+    crate::with_block!(ty, dequantize_with(bytes, out), |t| Err(BlockError::Unsupported(t)))
 }
 
 /// Whether [`dequantize`] handles `ty`.
 #[must_use]
 pub fn supports_dequantize(ty: GgmlType) -> bool {
-    let r: Result<GgmlType, BlockError> = dispatch!(ty, supported,);
+    let r: Result<GgmlType, BlockError> =
+        crate::with_block!(ty, supported(), |t| Err(BlockError::Unsupported(t)));
     r.is_ok()
 }
 
