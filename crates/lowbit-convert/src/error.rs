@@ -157,6 +157,14 @@ pub enum Error {
         /// What the layout refuses.
         reason: String,
     },
+    /// A plan made from another checkpoint: it names an input tensor this one lacks.
+    #[error("{}: has no tensor `{tensor}`; the plan was made from another checkpoint", file.display())]
+    PlanMismatch {
+        /// The checkpoint written from.
+        file: PathBuf,
+        /// The input tensor the plan names.
+        tensor: String,
+    },
     /// A weight is NaN or infinite.
     #[error(
         "{}: tensor `{tensor}`: non-finite value {value} at index {index:?}; fix the checkpoint or pass --allow-non-finite to write it as is",

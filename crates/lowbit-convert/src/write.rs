@@ -151,8 +151,9 @@ fn gather(
     let mut at = 0u64; // logical element where the current part starts
     let mut filled = 0usize;
     for p in &t.parts {
-        // The plan was made from this checkpoint: every part names one of its tensors.
-        let Some(src) = ckpt.tensor(&p.tensor) else { continue };
+        let Some(src) = ckpt.tensor(&p.tensor) else {
+            return Err(Error::PlanMismatch { file: ckpt.path().to_owned(), tensor: p.tensor.clone() });
+        };
         let inner = src.params / src.shape.first().copied().unwrap_or(1).max(1);
         let len = (p.dim0.end - p.dim0.start) * inner;
         let (a, b) = (elems.start.max(at), elems.end.min(at + len));
