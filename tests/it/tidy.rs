@@ -72,3 +72,56 @@ fn no_ignored_or_should_panic_tests() {
         .collect();
     assert!(offenders.is_empty(), "banned test attributes in {offenders:?}");
 }
+
+/// Source files stay small enough to read in one sitting (the style guide's ~600 lines).
+#[test]
+fn rust_files_stay_under_650_lines() {
+    let mut files = Vec::new();
+    for d in ["crates", "tests", "xtask", "fuzz/fuzz_targets"] {
+        rust_files(&root().join(d), &mut files);
+    }
+    let long: Vec<_> = files
+        .iter()
+        .map(|p| (p, std::fs::read_to_string(p).unwrap().lines().count()))
+        .filter(|(_, n)| *n > 650)
+        .map(|(p, n)| format!("{} ({n} lines)", p.strip_prefix(root()).unwrap().display()))
+        .collect();
+    assert!(long.is_empty(), "split these: {long:?}");
+}
+
+/// Packages are fetched by name and version with their own clients, never from a hard-coded
+/// registry address.
+#[test]
+fn no_package_host_is_named() {
+    // Spelled in pieces, so that this file does not name them either.
+    let hosts = [
+        concat!("pythonhosted", ".org"),
+        concat!("pypi", ".org"),
+        concat!("static.crates", ".io"),
+        concat!("registry.npmjs", ".org"),
+    ];
+    let mut offenders = Vec::new();
+    let mut stack = vec![root()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with('.') && name != ".ci"
+                || ["target", "fixtures"].contains(&name.as_str())
+            {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(text) = std::fs::read_to_string(&p) {
+                for h in hosts {
+                    if text.contains(h) {
+                        offenders
+                            .push(format!("{}: {h}", p.strip_prefix(root()).unwrap().display()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{offenders:?}");
+}

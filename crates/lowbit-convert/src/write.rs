@@ -152,7 +152,10 @@ fn gather(
     let mut filled = 0usize;
     for p in &t.parts {
         let Some(src) = ckpt.tensor(&p.tensor) else {
-            return Err(Error::PlanMismatch { file: ckpt.path().to_owned(), tensor: p.tensor.clone() });
+            return Err(Error::PlanMismatch {
+                file: ckpt.path().to_owned(),
+                tensor: p.tensor.clone(),
+            });
         };
         let inner = src.params / src.shape.first().copied().unwrap_or(1).max(1);
         let len = (p.dim0.end - p.dim0.start) * inner;
