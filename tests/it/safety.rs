@@ -80,6 +80,7 @@ fn usage_errors_exit_2_and_suggest() {
             vec!["--recipe".into(), missing.to_str().unwrap().into()],
             vec!["missing.toml", "cannot read the recipe"],
         ),
+        (vec!["--recipe".into(), "/dev/zero".into()], vec!["/dev/zero", "not a regular file"]),
         (
             vec!["--to".into(), "gguf:q8_0".into(), "--threads".into(), "100000".into()],
             vec!["--threads", "at most 1024"],

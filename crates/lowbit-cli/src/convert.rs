@@ -33,7 +33,7 @@ pub(crate) fn is_usage(e: &anyhow::Error) -> bool {
 /// file layout.
 pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
     let recipe_text = match &args.recipe {
-        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+        Some(p) => Some(read_recipe(p).map_err(|e| {
             anyhow::Error::new(Usage(format!("{}: cannot read the recipe: {e}", p.display())))
         })?),
         None => None,
@@ -103,6 +103,26 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
         peak_rss_mb().map_or(String::new(), |mb| format!(", peak memory {mb:.0} MB")),
     );
     Ok(())
+}
+
+/// A recipe file's text: a regular file of at most a megabyte (recipes are a few lines; a
+/// device or a huge file is a mistake, not something to read to its end).
+fn read_recipe(path: &std::path::Path) -> std::io::Result<String> {
+    const MAX: u64 = 1 << 20;
+    let f = std::fs::File::open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > MAX {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, above the {MAX}-byte limit",
+            meta.len()
+        )));
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(f, MAX), &mut text)?;
+    Ok(text)
 }
 
 /// The process's peak resident memory (`VmHWM`), where the OS reports it.
