@@ -1,9 +1,9 @@
-//! `lowbit convert` end to end: every type and mix, FLUX naming both ways, determinism, the
-//! `gguf` package reading every output, and every way a conversion can fail.
+//! `lowbit convert` end to end: every type and mix, determinism, the `gguf` package reading every
+//! output, and every way a conversion can fail. (FLUX naming both ways: `naming.rs`.)
 
-use crate::support::{inspect_json, lowbit, root, run_python};
-use lowbit_checkpoint::{Checkpoint, StorageType};
-use lowbit_fixtures::flux::{FluxConfig, GenTensor, generate_bfl, to_diffusers};
+use crate::support::{flux_3072, flux_3072_gguf, inspect_json, lowbit, root, run_python};
+use lowbit_checkpoint::Checkpoint;
+use lowbit_fixtures::flux::{FluxConfig, GenTensor, generate_bfl};
 use lowbit_fixtures::write::safetensors_bytes;
 use lowbit_fixtures::{FLUX_TINY_BFL, SEED};
 use serde_json::Value;
@@ -114,68 +114,44 @@ fn every_type_and_mix_round_trips_through_the_gguf_package() {
     }
 }
 
-/// A diffusers-named checkpoint converts to exactly the file its BFL twin converts to.
-#[test]
-fn diffusers_input_gives_the_bfl_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let bfl = generate_bfl(&FluxConfig::TINY, SEED);
-    let diffusers = dir.path().join("flux-tiny-diffusers.safetensors");
-    std::fs::write(&diffusers, safetensors_bytes(&to_diffusers(&bfl, FluxConfig::TINY.hidden)))
-        .unwrap();
-    for target in ["q4_k_m", "bf16", "q8_0"] {
-        let a = dir.path().join(format!("a-{target}.gguf"));
-        let b = dir.path().join(format!("b-{target}.gguf"));
-        convert_ok(&fixture(), &a, &["--to", &format!("gguf:{target}")]);
-        convert_ok(&diffusers, &b, &["--to", &format!("gguf:{target}")]);
-        assert_eq!(tensors(&a), tensors(&b), "{target}: same names, types and bytes");
-    }
-}
-
 fn gen_values(t: &GenTensor) -> Vec<f32> {
     t.data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
 }
 
-/// `--names diffusers` splits BFL tensors back exactly (BF16 target: lossless).
+/// Same input and options, same bytes, whatever the thread count. The full-width model's
+/// Q4_K_M output is 380 MB in 54 chunks (two tensors span two), the large ones cut into
+/// hundreds of parallel tasks.
 #[test]
-fn names_diffusers_splits_exactly() {
+fn output_is_deterministic_across_thread_counts() {
+    let reference = flux_3072_gguf("q4_k_m"); // one thread per core
+    let len = std::fs::metadata(reference).unwrap().len();
+    assert!(len > 8 * lowbit_convert::CHUNK_BYTES, "{len} bytes: too few chunks to test");
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("diffusers-bf16.gguf");
-    convert_ok(&fixture(), &out, &["--to", "gguf:bf16", "--names", "diffusers"]);
-    let ckpt = Checkpoint::open(&out).unwrap();
-    let want = to_diffusers(&generate_bfl(&FluxConfig::TINY, SEED), FluxConfig::TINY.hidden);
-    assert_eq!(ckpt.tensors().len(), want.len());
-    for w in &want {
-        let t = ckpt.tensor(&w.name).unwrap_or_else(|| panic!("missing {}", w.name));
-        assert_eq!(t.shape, w.shape, "{}", w.name);
-        let mut got = vec![0f32; usize::try_from(t.params).unwrap()];
-        ckpt.read_f32(t, 0..t.params, &mut got).unwrap();
-        assert_eq!(got, gen_values(w), "{}", w.name);
-    }
-    let r = inspect_json(&out);
-    assert_eq!(r["naming"], "diffusers");
-    assert_eq!(r["metadata"]["lowbit.naming"], "\"diffusers\"");
-
-    // The mix gives q, k and v the type the fused qkv would get.
-    let out = dir.path().join("diffusers-q4_k_m.gguf");
-    convert_ok(&fixture(), &out, &["--to", "gguf:q4_k_m", "--names", "diffusers"]);
-    let ckpt = Checkpoint::open(&out).unwrap();
-    for n in ["to_q", "to_k", "to_v", "add_q_proj"] {
-        let t = ckpt.tensor(&format!("transformer_blocks.0.attn.{n}.weight")).unwrap();
-        assert_eq!(t.ty, StorageType::Ggml(lowbit_dtype::GgmlType::Q5_K), "{n}");
+    for threads in ["1", "2", "3", "8"] {
+        let out = dir.path().join(format!("t{threads}.gguf"));
+        convert_ok(flux_3072(), &out, &["--to", "gguf:q4_k_m", "--threads", threads]);
+        assert!(same_bytes(reference, &out), "--threads {threads} wrote other bytes");
+        std::fs::remove_file(&out).unwrap();
     }
 }
 
-/// Same input and options, same bytes, whatever the thread count.
-#[test]
-fn output_is_deterministic_across_thread_counts() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut files = Vec::new();
-    for (i, threads) in ["1", "2", "3", "2"].iter().enumerate() {
-        let out = dir.path().join(format!("t{i}.gguf"));
-        convert_ok(&fixture(), &out, &["--to", "gguf:q4_k_m", "--threads", threads]);
-        files.push(std::fs::read(&out).unwrap());
+fn same_bytes(a: &Path, b: &Path) -> bool {
+    use std::io::Read;
+    let (mut fa, mut fb) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
+    if fa.metadata().unwrap().len() != fb.metadata().unwrap().len() {
+        return false;
     }
-    assert!(files.windows(2).all(|w| w[0] == w[1]));
+    let (mut x, mut y) = (vec![0u8; 1 << 22], vec![0u8; 1 << 22]);
+    loop {
+        let n = fa.read(&mut x).unwrap();
+        if n == 0 {
+            return true;
+        }
+        fb.read_exact(&mut y[..n]).unwrap();
+        if x[..n] != y[..n] {
+            return false;
+        }
+    }
 }
 
 #[test]

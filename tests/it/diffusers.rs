@@ -1,67 +1,47 @@
-//! diffusers loads a BFL-named GGUF written by lowbit and computes what the dequantized model
-//! computes (the end-to-end check of the FLUX conventions).
+//! diffusers loads lowbit's GGUF files and computes what the original BF16 model computes, within
+//! each type's error; lowbit's Q8_0 file is byte for byte the one the `gguf` package writes.
 //!
-//! diffusers' FLUX converter hard-codes FLUX's width (3072), so the model here is FLUX-shaped at
-//! full width with one double and one single block: about 0.5 B parameters, 1 GB in BF16.
-//! Needs the torch environment that `cargo xtask ci` creates (`LOWBIT_TORCH_PYTHON`).
+//! `tests/interop/diffusers_flux.py` holds the checks and their bounds: every weight and the
+//! output against the BF16 original loaded by diffusers' `from_single_file`, lowbit's Q8_0 file
+//! against a GGUF written by `gguf.quants.quantize` and `gguf.GGUFWriter` alone (same bytes,
+//! identical outputs), and negative controls (swapped, reversed and mis-split weights) that must
+//! fail the same checks. diffusers' FLUX converter hard-codes the width 3072, so the model is
+//! [`crate::support::flux_3072`]. Needs `LOWBIT_TORCH_PYTHON` (see `run_torch_script`).
 
-use crate::support::{lowbit, root};
-use lowbit_fixtures::flux::{FluxConfig, generate_bfl};
-use lowbit_fixtures::write::safetensors_bytes;
-use std::path::PathBuf;
-use std::process::Command;
-
-fn torch_python() -> PathBuf {
-    std::env::var_os("LOWBIT_TORCH_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from)
-}
+use crate::support::{flux_3072, flux_3072_gguf, run_torch_script};
+use serde_json::{Value, json};
 
 #[test]
-fn diffusers_loads_lowbit_gguf_and_matches_the_dequantized_model() {
-    let cfg = FluxConfig {
-        hidden: 3072,
-        head_dim: 128,
-        mlp_hidden: 12288,
-        in_channels: 64,
-        context_dim: 256,
-        vec_dim: 256,
-        time_dim: 256,
-        double_blocks: 1,
-        single_blocks: 1,
-        guidance: true,
-    };
-    // LOWBIT_KEEP_DIR keeps the files for debugging; by default they live in a temporary folder.
-    let tmp = tempfile::tempdir().unwrap();
-    let keep = std::env::var_os("LOWBIT_KEEP_DIR").map(PathBuf::from);
-    let dir = keep.as_deref().unwrap_or(tmp.path());
-    let input = dir.join("flux-3072.safetensors");
-    std::fs::write(&input, safetensors_bytes(&generate_bfl(&cfg, 11))).unwrap();
-    for (target, exact) in [("q8_0", true), ("q4_k_m", false)] {
-        let out = dir.join(format!("flux-3072-{target}.gguf"));
-        let o = lowbit(&[
-            "convert",
-            input.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--to",
-            &format!("gguf:{target}"),
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let run = Command::new(torch_python())
-            .arg(root().join("tests/interop/diffusers_flux.py"))
-            .arg(&out)
-            .args(exact.then_some("--exact-fp16"))
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("cannot run {} ({e}); run `cargo xtask ci`", torch_python().display())
-            });
-        let stdout = String::from_utf8_lossy(&run.stdout);
-        let stderr = String::from_utf8_lossy(&run.stderr);
-        assert!(
-            run.status.success(),
-            "{target}: diffusers check failed (set LOWBIT_TORCH_PYTHON to the venv `cargo xtask ci` makes):\n{stdout}\n{stderr}"
-        );
-        let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-        assert!(report["quantized_parameters"].as_u64().unwrap() >= 10, "{target}: {report}");
-        assert_eq!(report["output_shape"], serde_json::json!([1, 16, 64]));
+fn diffusers_matches_the_bf16_original_and_the_gguf_package() {
+    let work = tempfile::tempdir().unwrap();
+    let stdout = run_torch_script(
+        "diffusers_flux.py",
+        &[
+            flux_3072().as_os_str(),
+            flux_3072_gguf("q8_0").as_os_str(),
+            flux_3072_gguf("q4_k_m").as_os_str(),
+            work.path().as_os_str(),
+        ],
+    );
+    let r: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(r["ok"], true, "{r:#}");
+    let same = &r["q8_0_vs_gguf_py"];
+    assert_eq!(
+        (same["tensors"].as_u64(), same["differing"].as_array().map(Vec::len)),
+        (Some(52), Some(0)),
+        "{r:#}"
+    );
+    assert_eq!(r["q8_0"]["output_identical_to_gguf_py"], true, "{r:#}");
+    for target in ["q8_0", "q4_k_m"] {
+        let t = &r[target];
+        assert_eq!(t["weights_failing"], json!([]), "{target}: {r:#}");
+        let (err, bound) = (t["output_error"].as_f64(), r["bounds"]["output"][target].as_f64());
+        assert!(err.unwrap() <= bound.unwrap(), "{target}: output error: {r:#}");
+        assert_eq!(t["output_shape"], json!([1, 16, 64]));
+        let controls = t["controls"].as_array().unwrap();
+        assert_eq!(controls.len(), 3);
+        assert!(controls.iter().all(|c| c["weight_check_fails"] == true), "{target}: {r:#}");
     }
+    let q8_controls = r["q8_0"]["controls"].as_array().unwrap();
+    assert!(q8_controls.iter().all(|c| c["output_check_fails"] == true), "{r:#}");
 }

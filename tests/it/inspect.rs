@@ -1,8 +1,8 @@
 //! `lowbit inspect` on every kind of good input.
 
-use crate::support::{inspect_json, lowbit, root};
-use lowbit_fixtures::flux::{FluxConfig, generate_bfl, to_diffusers, with_prefix};
-use lowbit_fixtures::write::{bf16_header, safetensors_bytes, sharded};
+use crate::support::{flux_3072, flux_3072_diffusers, inspect_json, lowbit, root};
+use lowbit_fixtures::flux::{FluxConfig, generate_bfl, with_prefix};
+use lowbit_fixtures::write::{bf16_header, safetensors_bytes};
 use lowbit_fixtures::{FLUX_TINY_BFL, SEED};
 use serde_json::Value;
 use std::path::Path;
@@ -67,38 +67,31 @@ fn json_keys_come_in_schema_order() {
     }
 }
 
+/// diffusers' converter's output of the full-width model, as one file and as three shards (the
+/// index, the `transformer` folder and the model folder all open), inspects as the BFL original.
 #[test]
 fn diffusers_single_and_sharded_agree_with_bfl() {
-    let bfl = generate_bfl(&FluxConfig::TINY, SEED);
-    let diffusers = to_diffusers(&bfl, FluxConfig::TINY.hidden);
-    let dir = tempfile::tempdir().unwrap();
-    let single = dir.path().join("flux-tiny-diffusers.safetensors");
-    std::fs::write(&single, safetensors_bytes(&diffusers)).unwrap();
-    let model = dir.path().join("FLUX.1-tiny");
-    let transformer = model.join("transformer");
-    std::fs::create_dir_all(&transformer).unwrap();
-    for (name, bytes) in sharded(&diffusers, 3) {
-        std::fs::write(transformer.join(name), bytes).unwrap();
-    }
-    let reference = inspect_json(&root().join("fixtures").join(FLUX_TINY_BFL));
-
-    let r = inspect_json(&single);
+    let twin = flux_3072_diffusers();
+    let reference = inspect_json(flux_3072());
+    let r = inspect_json(&twin.single);
     assert_eq!(
         (r["architecture"].as_str(), r["naming"].as_str()),
         (Some("flux"), Some("diffusers"))
     );
     assert_eq!(r["total_params"], reference["total_params"]);
+    assert_eq!(r["total_bytes"], reference["total_bytes"]);
     assert_eq!(
         tensor(&r, "transformer_blocks.0.attn.to_q.weight")["shape"],
-        serde_json::json!([256, 256])
+        serde_json::json!([3072, 3072])
     );
     assert_eq!(
         tensor(&r, "single_transformer_blocks.0.proj_mlp.weight")["shape"],
-        serde_json::json!([512, 256])
+        serde_json::json!([12288, 3072])
     );
 
+    let transformer = twin.model.join("transformer");
     let index = transformer.join("diffusion_pytorch_model.safetensors.index.json");
-    for path in [index.as_path(), transformer.as_path(), model.as_path()] {
+    for path in [index.as_path(), transformer.as_path(), twin.model.as_path()] {
         let s = inspect_json(path);
         assert_eq!(s["format"], "safetensors-sharded", "{}", path.display());
         assert_eq!(s["naming"], "diffusers");

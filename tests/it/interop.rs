@@ -1,11 +1,10 @@
 //! Our readers against the reference Python packages pinned in `tests/interop/requirements.txt`.
 
-use crate::support::{inspect_json, root, run_python};
+use crate::support::{flux_3072_diffusers, inspect_json, root, run_python};
 use lowbit_checkpoint::Checkpoint;
 use lowbit_dtype::{GgmlType, fp8};
 use lowbit_fixtures::FLUX_TINY_BFL;
-use lowbit_fixtures::flux::{FluxConfig, generate_bfl, to_diffusers};
-use lowbit_fixtures::write::safetensors_bytes;
+use lowbit_fixtures::flux::FluxConfig;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -161,14 +160,11 @@ fn fp8_tables_match_ml_dtypes() {
     }
 }
 
-/// The `safetensors` package sees the same names, dtypes and shapes as we do.
+/// The `safetensors` package sees the same names, dtypes and shapes as we do, in BFL naming and
+/// in diffusers' converter's naming.
 #[test]
 fn safetensors_package_agrees() {
-    let dir = tempfile::tempdir().unwrap();
-    let diffusers = dir.path().join("diffusers.safetensors");
-    let bfl = generate_bfl(&FluxConfig::TINY, 3);
-    std::fs::write(&diffusers, safetensors_bytes(&to_diffusers(&bfl, FluxConfig::TINY.hidden)))
-        .unwrap();
+    let diffusers = flux_3072_diffusers().single.clone();
     for path in [root().join("fixtures").join(FLUX_TINY_BFL), diffusers] {
         let theirs: Value =
             serde_json::from_str(&run_python("safetensors_read.py", &[&path])).unwrap();

@@ -211,10 +211,12 @@ pub(crate) fn to_diffusers(
             Some(h) => h,
             None => *hidden.insert(hidden_size(ckpt, logical)?),
         };
-        // linear1 reads the hidden state: its row length is the width img_in.weight gives.
-        if l.shape.get(1).is_some_and(|&cols| cols != width) || l.shape.len() != 2 {
+        // linear1's weight reads the hidden state: its rows have the width img_in.weight gives.
+        if let [_, cols] = l.shape[..]
+            && cols != width
+        {
             let reason = format!(
-                "it must be a matrix whose rows have the model width {width} (img_in.weight's rows)"
+                "its rows must have the model width {width} (img_in.weight's rows), not {cols}"
             );
             return Err(logical_error(ckpt, l, reason));
         }

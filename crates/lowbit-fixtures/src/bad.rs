@@ -491,7 +491,7 @@ pub fn cases() -> Vec<BadCase> {
             "linear1-width-mismatch.safetensors",
             bfl_with(&[8, 4], &[40, 16], &[]),
             &["--names", "diffusers"],
-            &["single_blocks.0.linear1.weight", "model width 8"],
+            &["single_blocks.0.linear1.weight", "model width 8", "not 16"],
         ),
         unconvertible(
             "linear1-too-few-rows.safetensors",

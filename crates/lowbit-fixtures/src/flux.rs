@@ -1,8 +1,11 @@
-//! FLUX.1-shaped transformers of any width and depth, in BFL or diffusers naming.
+//! FLUX.1-shaped transformers of any width and depth, in BFL naming.
+//!
+//! Diffusers-named test inputs are made from these by diffusers' own converter
+//! (`tests/interop/diffusers_convert.py`), not here: this crate makes inputs for the code under
+//! test and so shares none of it (no `lowbit-arch` name table).
 
 use crate::rng::Rng;
 use half::bf16;
-use lowbit_arch::flux::{Split, bfl_to_diffusers, split_rows};
 
 /// The dimensions of a FLUX.1 transformer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,46 +161,15 @@ fn to_bf16_bytes(values: &[f32]) -> Vec<u8> {
 /// The model in BFL naming, every tensor in BF16.
 #[must_use]
 pub fn generate_bfl(cfg: &FluxConfig, seed: u64) -> Vec<GenTensor> {
-    cfg.tensors()
-        .into_iter()
-        .map(|(name, shape)| {
-            let data = to_bf16_bytes(&values(seed, &name, &shape));
-            GenTensor { name, shape, data }
-        })
-        .collect()
+    cfg.tensors().into_iter().map(|(name, shape)| generate_tensor(seed, &name, &shape)).collect()
 }
 
-/// The same model in diffusers naming: fused tensors split by rows, the final modulation's
-/// halves swapped, exactly as diffusers' converter does.
-///
-/// # Panics
-/// If a BFL tensor has no diffusers counterpart, which cannot happen for [`generate_bfl`] output.
+/// One tensor of [`generate_bfl`]'s output on its own: its values depend only on the seed, its
+/// name and its shape, so large models can be generated a tensor per thread.
 #[must_use]
-pub fn to_diffusers(bfl: &[GenTensor], hidden: u64) -> Vec<GenTensor> {
-    let mut out = Vec::new();
-    for t in bfl {
-        let m = bfl_to_diffusers(&t.name).expect("every generated BFL name maps to diffusers");
-        let rows = t.shape[0];
-        let row_bytes = t.data.len() / usize::try_from(rows).expect("small");
-        let ranges = split_rows(m.split, rows, hidden).expect("generated shapes split evenly");
-        for (name, r) in m.parts.into_iter().zip(ranges) {
-            let bytes = |r: std::ops::Range<u64>| {
-                let a = usize::try_from(r.start).expect("small") * row_bytes;
-                let b = usize::try_from(r.end).expect("small") * row_bytes;
-                t.data[a..b].to_vec()
-            };
-            let data = if m.split == Split::SwapHalves {
-                let half = rows / 2;
-                [bytes(half..rows), bytes(0..half)].concat()
-            } else {
-                bytes(r.clone())
-            };
-            let mut shape = t.shape.clone();
-            shape[0] = r.end - r.start;
-            out.push(GenTensor { name, shape, data });
-        }
-    }
-    out
+pub fn generate_tensor(seed: u64, name: &str, shape: &[u64]) -> GenTensor {
+    let data = to_bf16_bytes(&values(seed, name, shape));
+    GenTensor { name: name.to_owned(), shape: shape.to_vec(), data }
 }
 
 /// The same tensors with `prefix` in front of every name (ComfyUI's `model.diffusion_model.`).
@@ -208,7 +180,7 @@ pub fn with_prefix(tensors: &[GenTensor], prefix: &str) -> Vec<GenTensor> {
 
 #[cfg(test)]
 mod tests {
-    use super::{FluxConfig, generate_bfl, to_diffusers};
+    use super::{FluxConfig, generate_bfl};
 
     #[test]
     fn dev_has_780_tensors_and_11_9_b_parameters() {
@@ -216,19 +188,6 @@ mod tests {
         assert_eq!(t.len(), 780);
         let params: u64 = t.iter().map(|(_, s)| s.iter().product::<u64>()).sum();
         assert_eq!(params, 11_901_408_320);
-    }
-
-    #[test]
-    fn diffusers_split_keeps_every_byte() {
-        let bfl = generate_bfl(&FluxConfig::TINY, 1);
-        let diff = to_diffusers(&bfl, FluxConfig::TINY.hidden);
-        let total = |ts: &[super::GenTensor]| ts.iter().map(|t| t.data.len()).sum::<usize>();
-        assert_eq!(total(&bfl), total(&diff));
-        assert!(diff.len() > bfl.len());
-        let q = diff.iter().find(|t| t.name == "transformer_blocks.0.attn.to_q.weight").unwrap();
-        assert_eq!(q.shape, [256, 256]);
-        let qkv = bfl.iter().find(|t| t.name == "double_blocks.0.img_attn.qkv.weight").unwrap();
-        assert_eq!(q.data[..], qkv.data[..q.data.len()]);
     }
 
     #[test]

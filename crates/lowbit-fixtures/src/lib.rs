@@ -5,8 +5,11 @@
 //! fixtures --check`, also run as a test), and larger checkpoints can be generated at test time
 //! instead of committed.
 //!
-//! - [`flux`]: FLUX.1-shaped transformers in BFL or diffusers naming, any width and depth, with
-//!   a few outlier input channels per linear layer as real diffusion transformers have.
+//! - [`flux`]: FLUX.1-shaped transformers in BFL naming, any width and depth, with a few outlier
+//!   input channels per linear layer as real diffusion transformers have (diffusers-named inputs
+//!   come from diffusers' own converter, never from lowbit's mapping).
+//!
+//! This crate depends on no lowbit crate, so no test input is made by the code it tests.
 //! - [`write`]: safetensors files (single and sharded) from those tensors, through the
 //!   `safetensors` crate.
 //! - [`bad`]: malformed safetensors, GGUF and sharded checkpoints, and valid ones that cannot be
@@ -30,7 +33,7 @@ pub const FLUX_TINY_BFL: &str = "flux-tiny-bfl.safetensors";
 /// Every committed fixture file as (path relative to `fixtures/`, bytes).
 ///
 /// `cargo xtask fixtures` writes exactly these, and a test checks the committed tree against
-/// them. Larger variants (diffusers naming, sharded, FLUX.1-dev headers) are generated at test
+/// them. Larger variants (sharded, FLUX.1-dev headers, the 3072-wide model) are generated at test
 /// time from the same functions instead of committed.
 #[must_use]
 pub fn committed() -> Vec<(String, Vec<u8>)> {
