@@ -125,3 +125,27 @@ fn no_package_host_is_named() {
     }
     assert!(offenders.is_empty(), "{offenders:?}");
 }
+
+/// The dependency rules of ARCHITECTURE.md: test inputs never come from the code they test
+/// (`lowbit-fixtures` depends on no lowbit crate), and readers never pull in the quantizers.
+#[test]
+fn dependency_rules_hold() {
+    let deps = |krate: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(root().join("crates").join(krate).join("Cargo.toml"))
+            .unwrap();
+        text.lines()
+            .skip_while(|l| l.trim() != "[dependencies]")
+            .skip(1)
+            .take_while(|l| !l.starts_with('['))
+            .filter_map(|l| l.split(['.', ' ', '=']).next().filter(|n| !n.is_empty()))
+            .map(str::to_owned)
+            .collect()
+    };
+    let fixtures = deps("lowbit-fixtures");
+    assert!(!fixtures.is_empty());
+    assert!(!fixtures.iter().any(|d| d.starts_with("lowbit-")), "{fixtures:?}");
+    for reader in ["lowbit-dtype", "lowbit-safetensors", "lowbit-gguf", "lowbit-checkpoint"] {
+        let d = deps(reader);
+        assert!(!d.contains(&"lowbit-quant".to_owned()), "{reader} depends on {d:?}");
+    }
+}
