@@ -131,8 +131,8 @@ fn no_package_host_is_named() {
 #[test]
 fn dependency_rules_hold() {
     let deps = |krate: &str| -> Vec<String> {
-        let text = std::fs::read_to_string(root().join("crates").join(krate).join("Cargo.toml"))
-            .unwrap();
+        let text =
+            std::fs::read_to_string(root().join("crates").join(krate).join("Cargo.toml")).unwrap();
         text.lines()
             .skip_while(|l| l.trim() != "[dependencies]")
             .skip(1)

@@ -2,12 +2,14 @@
 //!
 //! It creates `target/interop-venv` with the pinned packages of `tests/interop/requirements.txt`
 //! and `target/torch-venv` with those of `tests/interop/requirements-torch.txt` (torch and
-//! diffusers, about 5 GB, for the diffusers loading test; once each, reinstalled when the file
-//! changes), builds ggml's reference quantizers into
-//! `target/ggml-ref/` (`tests/interop/ggml_ref.py build`: a pinned download and a C compile,
-//! cached), then runs fmt, clippy and every test with `LOWBIT_PYTHON` and
-//! `LOWBIT_TORCH_PYTHON` pointing at those environments, so the interop tests compare against the reference implementations instead of
-//! skipping. A missing C compiler or a failed download stops CI at its own step, named as such.
+//! diffusers, about 5 GB, for the diffusers tests; once each, reinstalled when the file
+//! changes), builds ggml's reference quantizers into `target/ggml-ref/`
+//! (`tests/interop/ggml_ref.py build`: the pinned sdist fetched with `pip download`, checked and
+//! compiled, cached), then runs fmt, clippy and every test with `LOWBIT_PYTHON` and
+//! `LOWBIT_TORCH_PYTHON` pointing at those environments, so the interop tests compare against
+//! the reference implementations instead of skipping. Last, it installs the pinned cargo-fuzz
+//! into `target/cargo-fuzz/` and runs `cargo xtask fuzz --smoke`. A missing C compiler or a
+//! failed download stops CI at its own step, named as such.
 
 use anyhow::{Context, bail};
 use std::path::Path;
@@ -77,6 +79,39 @@ pub(crate) fn run() -> anyhow::Result<()> {
         .args(["test", "--workspace", "--locked"])
         .env("LOWBIT_PYTHON", &python)
         .env("LOWBIT_TORCH_PYTHON", &torch_python))?;
+    fuzz_smoke(&root, &cargo)?;
     eprintln!("ci: all checks passed");
     Ok(())
+}
+
+/// cargo-fuzz's version, pinned: installed by `cargo install` into `target/cargo-fuzz/`.
+const CARGO_FUZZ: &str = "0.13.2";
+
+/// `cargo xtask fuzz --smoke`: every fuzz target builds and runs 20 s on its seeds, so the
+/// targets keep compiling as the readers change and a shallow crash shows up at once.
+fn fuzz_smoke(root: &Path, cargo: &str) -> anyhow::Result<()> {
+    let prefix = root.join("target/cargo-fuzz");
+    let stamp = prefix.join("lowbit-version.txt");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(CARGO_FUZZ) {
+        sh(Command::new(cargo)
+            .args([
+                "install",
+                "--locked",
+                "--quiet",
+                "--force",
+                "cargo-fuzz",
+                "--version",
+                CARGO_FUZZ,
+            ])
+            .arg("--root")
+            .arg(&prefix))?;
+        std::fs::write(&stamp, CARGO_FUZZ)?;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![prefix.join("bin")];
+    dirs.extend(std::env::split_paths(&path));
+    sh(Command::new(cargo)
+        .current_dir(root)
+        .args(["xtask", "fuzz", "--smoke"])
+        .env("PATH", std::env::join_paths(dirs)?))
 }
