@@ -87,8 +87,10 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
         force_extension: args.force_extension,
     };
     let start = Instant::now();
-    let written = write_gguf(&ckpt, &plan, &recipe, &args.output, &opts)?;
+    let written = write_gguf(&ckpt, &plan, &recipe, &args.output, &opts);
+    // Cleared on failure too, so that the error is the last thing on the terminal.
     bar.finish_and_clear();
+    let written = written?;
     let secs = start.elapsed().as_secs_f64();
     let params: u64 = plan.tensors.iter().map(lowbit_convert::PlannedTensor::numel).sum();
     let mut err = std::io::stderr().lock();
