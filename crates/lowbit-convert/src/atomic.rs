@@ -59,8 +59,17 @@ impl AtomicFile {
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .tempfile_in(dir)
             .map_err(|e| plain(&e))?;
-        rustix::fs::flock(tmp.as_file(), rustix::fs::FlockOperation::NonBlockingLockExclusive)
-            .map_err(io::Error::from)?;
+        // A file system without `flock` (some network and FUSE mounts) still gets the atomic
+        // rename; a leftover there is then never taken for stale, only never removed.
+        match rustix::fs::flock(tmp.as_file(), rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        {
+            Ok(()) => {}
+            Err(e)
+                if e == rustix::io::Errno::OPNOTSUPP
+                    || e == rustix::io::Errno::NOSYS
+                    || e == rustix::io::Errno::NOLCK => {}
+            Err(e) => return Err(e.into()),
+        }
         Ok(AtomicFile { tmp, dest: dest.to_owned() })
     }
 
