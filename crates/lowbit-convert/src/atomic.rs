@@ -60,7 +60,8 @@ impl AtomicFile {
             .tempfile_in(dir)
             .map_err(|e| plain(&e))?;
         // A file system without `flock` (some network and FUSE mounts) still gets the atomic
-        // rename; a leftover there is then never taken for stale, only never removed.
+        // rename; there, leftovers of killed runs stay, since a dead writer cannot be told from
+        // a live one.
         match rustix::fs::flock(tmp.as_file(), rustix::fs::FlockOperation::NonBlockingLockExclusive)
         {
             Ok(()) => {}
