@@ -19,59 +19,26 @@ pub(crate) trait QuantBlock: Block {
     }
 }
 
-/// Why a buffer cannot be quantized.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Error {
-    /// lowbit has no quantizer for this type.
-    #[error("{0} is not supported")]
-    Unsupported(GgmlType),
-    /// The element count is not a whole number of blocks, or the buffers disagree.
-    #[error(
-        "{ty}: {elements} elements and {bytes} bytes do not form whole blocks of {block} elements / {type_size} bytes"
-    )]
-    Length {
-        /// Type.
-        ty: GgmlType,
-        /// Elements given.
-        elements: usize,
-        /// Bytes given.
-        bytes: usize,
-        /// Elements per block.
-        block: usize,
-        /// Bytes per block.
-        type_size: usize,
-    },
-}
-
-fn blocks<B: QuantBlock>(x_len: usize, bytes: usize) -> Result<(), Error> {
-    if B::whole_blocks(x_len, bytes) {
-        Ok(())
-    } else {
-        Err(Error::Length {
-            ty: B::TYPE,
-            elements: x_len,
-            bytes,
-            block: B::QK,
-            type_size: size_of::<B>(),
-        })
-    }
-}
+/// Why a buffer cannot be quantized: the block error of `lowbit-dtype`, since a quantizer and a
+/// dequantizer refuse the same things (a type without a block struct, lengths that are not
+/// whole blocks).
+pub use lowbit_dtype::BlockError as Error;
 
 fn quantize_with<B: QuantBlock>(x: &[f32], out: &mut [u8]) -> Result<(), Error> {
-    blocks::<B>(x.len(), out.len())?;
+    B::check_blocks(x.len(), out.len())?;
     crate::simd::quantize(x, bytemuck::cast_slice_mut::<u8, B>(out));
     Ok(())
 }
 
 #[cfg(test)]
 fn quantize_baseline_with<B: QuantBlock>(x: &[f32], out: &mut [u8]) -> Result<(), Error> {
-    blocks::<B>(x.len(), out.len())?;
+    B::check_blocks(x.len(), out.len())?;
     B::quantize(x, bytemuck::cast_slice_mut(out));
     Ok(())
 }
 
 fn quantize_ref_with<B: QuantBlock>(x: &[f32], out: &mut [u8]) -> Result<(), Error> {
-    blocks::<B>(x.len(), out.len())?;
+    B::check_blocks(x.len(), out.len())?;
     B::quantize_ref(x, bytemuck::cast_slice_mut(out));
     Ok(())
 }

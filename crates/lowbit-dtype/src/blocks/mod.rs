@@ -36,17 +36,28 @@ pub trait Block: bytemuck::Pod {
     /// ggml's dequantizer. `x.len() == y.len() * QK`.
     fn dequantize(y: &[Self], x: &mut [f32]);
 
-    /// Whether `elements` values and `bytes` bytes are the same whole number of blocks.
-    #[must_use]
-    fn whole_blocks(elements: usize, bytes: usize) -> bool {
-        elements.is_multiple_of(Self::QK) && elements / Self::QK * size_of::<Self>() == bytes
+    /// Checks that `elements` values and `bytes` bytes are the same whole number of blocks.
+    ///
+    /// # Errors
+    /// [`BlockError::Length`] when they are not.
+    fn check_blocks(elements: usize, bytes: usize) -> Result<(), BlockError> {
+        if elements.is_multiple_of(Self::QK) && elements / Self::QK * size_of::<Self>() == bytes {
+            return Ok(());
+        }
+        Err(BlockError::Length {
+            ty: Self::TYPE,
+            elements,
+            bytes,
+            block: Self::QK,
+            type_size: size_of::<Self>(),
+        })
     }
 }
 
-/// Why a buffer of packed blocks cannot be decoded.
+/// Why a buffer of packed blocks cannot be decoded (or, in `lowbit-quant`, encoded).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlockError {
-    /// lowbit has no dequantizer for this type.
+    /// lowbit has no dequantizer (or quantizer) for this type.
     Unsupported(GgmlType),
     /// The element count is not a whole number of blocks, or the buffers disagree.
     Length {
@@ -113,15 +124,7 @@ macro_rules! with_block {
 }
 
 fn dequantize_with<B: Block>(bytes: &[u8], out: &mut [f32]) -> Result<(), BlockError> {
-    if !B::whole_blocks(out.len(), bytes.len()) {
-        return Err(BlockError::Length {
-            ty: B::TYPE,
-            elements: out.len(),
-            bytes: bytes.len(),
-            block: B::QK,
-            type_size: size_of::<B>(),
-        });
-    }
+    B::check_blocks(out.len(), bytes.len())?;
     B::dequantize(bytemuck::cast_slice(bytes), out);
     Ok(())
 }
