@@ -28,6 +28,7 @@ mod groups;
 mod kquants;
 mod lanes;
 mod legacy;
+pub mod packed;
 mod simd;
 mod ternary;
 

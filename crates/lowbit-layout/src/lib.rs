@@ -1,0 +1,22 @@
+//! The packed safetensors layouts: what each scheme stores for one weight (tensor names, dtypes,
+//! shapes, bit order, scale convention) and how to decode it back to `f32`.
+//!
+//! One module per scheme, named as its spec in `formats/` and its quantizer in
+//! `lowbit-quant::packed`: `ternary` (lowbit's 2-bit ternary), `bitnet` (Hugging Face BitNet
+//! packing), `int4` (group-wise int4), `nf4` (bitsandbytes NF4), `fp8` (plain, ComfyUI and BFL
+//! FP8). [`Scheme`] lists them; [`Scheme::stored`] is the one place that says which tensors a
+//! scheme writes, used by the writer, the readers and the tests alike.
+//!
+//! **Architecture Invariant:** format code: no I/O, no quantizers. Decoding takes the stored
+//! bytes as slices and checks their lengths before indexing.
+
+pub mod bitnet;
+mod error;
+pub mod fp8;
+pub mod int4;
+pub mod nf4;
+mod scheme;
+pub mod ternary;
+
+pub use error::{Error, check_len};
+pub use scheme::{Fp8Format, NF4_BLOCK, NF4_NESTED_BLOCK, ScaleGranularity, Scheme, Stored, Unfit};
