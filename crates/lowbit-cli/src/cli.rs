@@ -19,7 +19,8 @@ pub(crate) enum Command {
     /// PATH is a .safetensors file, a *.safetensors.index.json, a directory holding one (such as a
     /// diffusers transformer/ folder), or a .gguf file. Only headers are read.
     Inspect(InspectArgs),
-    /// Convert a checkpoint to GGUF, bit-exact with ggml's quantizers.
+    /// Convert a checkpoint to GGUF (bit-exact with ggml's quantizers) or to a packed
+    /// safetensors layout (ternary, BitNet, int4, bitsandbytes NF4, FP8 variants).
     ///
     /// INPUT is anything `inspect` reads (BF16/F16/F32/FP8 safetensors, sharded, or a GGUF with
     /// F32/F16/BF16 weights). FLUX in diffusers naming is written in BFL naming unless
@@ -32,13 +33,37 @@ pub(crate) enum Command {
 pub(crate) struct ConvertArgs {
     /// Checkpoint to convert.
     pub(crate) input: PathBuf,
-    /// Output file. Its extension must be the target's (.gguf) unless --force-extension.
-    #[arg(short, long, value_name = "OUT.gguf")]
-    pub(crate) output: PathBuf,
+    /// Output file. Its extension must be the target's (.gguf or .safetensors) unless
+    /// --force-extension; NF4 in diffusers names writes a diffusers model folder when OUT does
+    /// not end in .safetensors.
+    #[arg(short, long, value_name = "OUT", required_unless_present = "print_recipe")]
+    pub(crate) output: Option<PathBuf>,
     /// Target: gguf:TYPE with TYPE one of f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k q4_k q5_k
-    /// q6_k tq1_0 tq2_0, or a mix q3_k_m q4_k_m q5_k_m.
-    #[arg(long, value_name = "gguf:TYPE")]
+    /// q6_k tq1_0 tq2_0, or a mix q3_k_m q4_k_m q5_k_m; or a safetensors layout: ternary,
+    /// bitnet, int4, nf4, fp8, comfy:fp8, bfl:fp8 (formats/*.md).
+    #[arg(long, value_name = "TARGET")]
     pub(crate) to: Option<String>,
+    /// A named recipe: flux-ternary, flux-int4, flux-nf4, flux-fp8 (see --print-recipe).
+    #[arg(long, value_name = "NAME", conflicts_with = "recipe")]
+    pub(crate) preset: Option<String>,
+    /// Print the effective recipe (TOML, editable, for --recipe) and exit.
+    #[arg(long)]
+    pub(crate) print_recipe: bool,
+    /// Ternary: one absmean scale per output channel (default) or per tensor.
+    #[arg(long, value_enum)]
+    pub(crate) scale: Option<Scale>,
+    /// int4: elements per group along the input dimension: 32, 64 (default) or 128.
+    #[arg(long)]
+    pub(crate) group: Option<u32>,
+    /// int4: a scale and a zero point per group instead of a symmetric scale.
+    #[arg(long)]
+    pub(crate) asym: bool,
+    /// NF4: bitsandbytes' double quantization of the block absmax values.
+    #[arg(long)]
+    pub(crate) nf4_double_quant: bool,
+    /// fp8 and comfy:fp8: E4M3 (default) or E5M2.
+    #[arg(long, value_enum)]
+    pub(crate) fp8: Option<Fp8>,
     /// Per-tensor type: REGEX=TYPE, matched against the whole output name; repeatable, the last
     /// match wins.
     #[arg(long = "tensor-type", value_name = "REGEX=TYPE")]
@@ -47,9 +72,9 @@ pub(crate) struct ConvertArgs {
     /// come after it and win.
     #[arg(long, value_name = "FILE.toml")]
     pub(crate) recipe: Option<PathBuf>,
-    /// Output tensor naming.
-    #[arg(long, value_enum, default_value_t = Names::Bfl)]
-    pub(crate) names: Names,
+    /// Output tensor naming (default: BFL; NF4 keeps a diffusers input's names).
+    #[arg(long, value_enum)]
+    pub(crate) names: Option<Names>,
     /// Print the plan (each tensor, its type, size and why) and write nothing. It refuses
     /// exactly what a real run refuses, output checks included.
     #[arg(long)]
@@ -72,6 +97,22 @@ fn threads(s: &str) -> Result<usize, String> {
         return Err(format!("at most {} threads", lowbit_convert::MAX_THREADS));
     }
     Ok(n)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Scale {
+    /// One scale per output channel.
+    Channel,
+    /// One scale per tensor.
+    Tensor,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Fp8 {
+    /// float8_e4m3fn (largest finite 448).
+    E4m3,
+    /// float8_e5m2 (largest finite 57344).
+    E5m2,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

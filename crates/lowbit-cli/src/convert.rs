@@ -1,11 +1,12 @@
 //! `lowbit convert`: plan, optionally print the plan, then write with a progress bar.
 
-use crate::cli::{ConvertArgs, Names};
+use crate::cli::{ConvertArgs, Fp8, Names, Scale};
 use crate::output::{self, Usage};
 use comfy_table::{CellAlignment, Table};
 use lowbit_checkpoint::Checkpoint;
 use lowbit_convert::{
-    Error, Options, OutputNaming, Plan, Recipe, check_output, metadata, write_gguf,
+    Error, Options, OutputNaming, Plan, Recipe, SchemeOptions, Target, check_output, metadata,
+    write_gguf,
 };
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -38,23 +39,75 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
         })?),
         None => None,
     };
-    let file = args.recipe.as_deref().zip(recipe_text.as_deref());
-    let recipe = Recipe::build(file, args.to.as_deref(), &args.tensor_type)?;
+    let preset_name;
+    let file = match &args.preset {
+        Some(name) => {
+            preset_name = std::path::PathBuf::from(format!("preset {name}"));
+            Some((preset_name.as_path(), lowbit_convert::preset(name)?))
+        }
+        None => args.recipe.as_deref().zip(recipe_text.as_deref()),
+    };
+    let options = SchemeOptions {
+        scale: args.scale.map(|s| match s {
+            Scale::Channel => lowbit_layout::ScaleGranularity::Channel,
+            Scale::Tensor => lowbit_layout::ScaleGranularity::Tensor,
+        }),
+        group: args.group,
+        asym: args.asym,
+        double_quant: args.nf4_double_quant,
+        fp8: args.fp8.map(|f| match f {
+            Fp8::E4m3 => lowbit_layout::Fp8Format::E4M3,
+            Fp8::E5m2 => lowbit_layout::Fp8Format::E5M2,
+        }),
+    };
+    let recipe = Recipe::build_with(file, args.to.as_deref(), &args.tensor_type, &options)?;
+    if args.print_recipe {
+        return output::print(&recipe.to_toml());
+    }
+    // clap requires -o unless --print-recipe.
+    let Some(out_arg) = args.output.as_deref() else {
+        return Err(anyhow::Error::new(Usage("-o/--output is required".into())));
+    };
     let ckpt = Checkpoint::open(&args.input)?;
-    let naming = match args.names {
+    let naming = args.names.map(|n| match n {
         Names::Bfl => OutputNaming::Bfl,
         Names::Diffusers => OutputNaming::Diffusers,
-    };
-    let plan = Plan::new(&ckpt, &recipe, Some(naming))?;
-    check_output(&ckpt, &args.output, &recipe.target, args.force_extension)?;
+    });
+    let plan = Plan::new(&ckpt, &recipe, naming)?;
+    for r in &plan.unmatched_rules {
+        output::note(&format!("warning: the rule `{r}` matches no tensor"));
+    }
+    let folder = lowbit_convert::writes_folder(&plan, &recipe.target, out_arg);
+    let out = lowbit_convert::weights_path(&plan, &recipe.target, out_arg);
+    if folder {
+        check_folder(out_arg)?;
+    }
+    if !(folder && !out_arg.exists()) {
+        check_output(&ckpt, &out, &recipe.target, args.force_extension)?;
+    }
     let source_name = args
         .input
         .file_name()
         .map_or_else(|| args.input.display().to_string(), |n| n.to_string_lossy().into_owned());
-    let layout = lowbit_convert::layout(&plan, &metadata(&plan, &recipe, &source_name))?;
+    let config = if folder {
+        Some(lowbit_convert::diffusers_config(&ckpt, &plan, &recipe.target)?)
+    } else {
+        None
+    };
+    let file_bytes = match recipe.target {
+        Target::Gguf { .. } => {
+            let layout = lowbit_convert::layout(&plan, &metadata(&plan, &recipe, &source_name))?;
+            layout.header.len() as u64 + layout.data_len
+        }
+        Target::Packed(_) => lowbit_convert::packed_file_bytes(&plan, &recipe, &source_name)?,
+    };
     if args.dry_run {
-        let file_bytes = layout.header.len() as u64 + layout.data_len;
         return output::print(&render_plan(&plan, &recipe, file_bytes));
+    }
+    if folder && !out_arg.exists() {
+        std::fs::create_dir(out_arg).map_err(|e| {
+            anyhow::anyhow!("{}: cannot create the model folder: {e}", out_arg.display())
+        })?;
     }
 
     let cancel = Arc::new(AtomicBool::new(false));
@@ -87,17 +140,24 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
         force_extension: args.force_extension,
     };
     let start = Instant::now();
-    let written = write_gguf(&ckpt, &plan, &recipe, &args.output, &opts);
+    let written = match recipe.target {
+        Target::Gguf { .. } => write_gguf(&ckpt, &plan, &recipe, &out, &opts),
+        Target::Packed(_) => lowbit_convert::write_packed(&ckpt, &plan, &recipe, &out, &opts),
+    };
     // Cleared on failure too, so that the error is the last thing on the terminal.
     bar.finish_and_clear();
     let written = written?;
+    if let Some(config) = config {
+        let path = out_arg.join("config.json");
+        crate::output::write_atomic(&path, config.as_bytes())?;
+    }
     let secs = start.elapsed().as_secs_f64();
     let params: u64 = plan.tensors.iter().map(lowbit_convert::PlannedTensor::numel).sum();
     let mut err = std::io::stderr().lock();
     let _ = writeln!(
         err,
         "wrote {} ({} tensors, {:.1} MB, {:.3} bits/weight) in {secs:.2} s ({:.0} Mparam/s){}",
-        args.output.display(),
+        out_arg.display(),
         written.tensors,
         written.bytes as f64 / 1e6,
         plan.data_bytes() as f64 * 8.0 / params.max(1) as f64,
@@ -105,6 +165,25 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
         peak_rss_mb().map_or(String::new(), |mb| format!(", peak memory {mb:.0} MB")),
     );
     Ok(())
+}
+
+/// Refuses a model-folder output that is something other than a directory, or whose parent
+/// does not exist.
+fn check_folder(dir: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(anyhow::anyhow!(
+            "{}: not a directory (NF4 in diffusers names writes a model folder; end -o in .safetensors for one file)",
+            dir.display()
+        )),
+        Err(_) => {
+            let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+            match parent.map(std::fs::metadata) {
+                None | Some(Ok(_)) => Ok(()),
+                Some(Err(e)) => Err(anyhow::anyhow!("{}: cannot create it: {e}", dir.display())),
+            }
+        }
+    }
 }
 
 /// A recipe file's text: a regular file of at most a megabyte (recipes are a few lines; a
@@ -149,7 +228,7 @@ fn render_plan(plan: &Plan, recipe: &Recipe, file_bytes: u64) -> String {
         t.add_row(vec![
             p.name.clone(),
             shape,
-            p.ty.name().to_owned(),
+            p.type_name(),
             p.bytes().to_string(),
             format!("{:.3}", p.bytes() as f64 * 8.0 / p.numel().max(1) as f64),
             p.reason.to_string(),
@@ -159,7 +238,7 @@ fn render_plan(plan: &Plan, recipe: &Recipe, file_bytes: u64) -> String {
     let mut out = format!("{t}\n\n");
     let _ = writeln!(
         out,
-        "plan: {} tensors, {} parameters, {} bytes of tensor data ({} bytes of file), {:.3} bits/weight, target gguf:{}, {} naming",
+        "plan: {} tensors, {} parameters, {} bytes of tensor data ({} bytes of file), {:.3} bits/weight, target {}, {} naming",
         plan.tensors.len(),
         params,
         plan.data_bytes(),

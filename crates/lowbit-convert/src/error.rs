@@ -37,6 +37,22 @@ pub enum Error {
         /// The rule as written.
         rule: String,
     },
+    /// A rule names a type the target's file cannot hold.
+    #[error("a rule's type `{given}` does not fit this target: {why}")]
+    RuleType {
+        /// The type as written.
+        given: String,
+        /// Why not.
+        why: String,
+    },
+    /// An option that does not apply to the target (`--group` with `--to ternary`).
+    #[error("{option} does not apply to --to {target}")]
+    OptionMismatch {
+        /// The option as written.
+        option: String,
+        /// The target.
+        target: String,
+    },
     /// A rule's pattern is not a valid regular expression.
     #[error("bad regex `{pattern}` in a tensor type rule: {message}")]
     BadRegex {
@@ -247,6 +263,8 @@ impl Error {
             Error::UnknownFormat { .. }
                 | Error::UnknownType { .. }
                 | Error::RuleSyntax { .. }
+                | Error::RuleType { .. }
+                | Error::OptionMismatch { .. }
                 | Error::BadRegex { .. }
                 | Error::RecipeFile { .. }
                 | Error::NoTarget

@@ -13,16 +13,22 @@
 
 mod atomic;
 mod error;
+mod folder;
 mod logical;
 mod output;
+mod packed;
 mod plan;
 mod recipe;
+mod stats;
 mod write;
 
 pub use atomic::AtomicFile;
 pub use error::Error;
+pub use folder::{MODEL_FILE, diffusers_config, weights_path, writes_folder};
 pub use logical::Part;
 pub use output::check_output;
+pub use packed::{packed_file_bytes, packed_metadata, write_packed};
+pub use plan::dense_dtype;
 pub use plan::{OutputNaming, Plan, PlannedTensor, Reason};
-pub use recipe::{Mix, Recipe, Rule, Target};
+pub use recipe::{Mix, PRESETS, Recipe, Rule, RuleType, SchemeOptions, Target, preset};
 pub use write::{CHUNK_BYTES, MAX_THREADS, Options, Written, layout, metadata, write_gguf};

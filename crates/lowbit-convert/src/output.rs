@@ -10,8 +10,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// The file format a target writes and the extension its files carry.
-fn format_of(_target: &Target) -> (&'static str, &'static str) {
-    ("GGUF", "gguf")
+fn format_of(target: &Target) -> (&'static str, &'static str) {
+    match target {
+        Target::Gguf { .. } => ("GGUF", "gguf"),
+        Target::Packed(_) => ("safetensors", "safetensors"),
+    }
 }
 
 /// Refuses an output path that a conversion to `target` must not write.
@@ -31,7 +34,7 @@ pub fn check_output(
     if !has_ext && !force_extension {
         return Err(Error::OutputExtension {
             output: output.to_owned(),
-            target: format!("gguf:{}", target.name()),
+            target: target.name(),
             format,
             extension,
         });

@@ -8,10 +8,11 @@
 
 use crate::Error;
 use crate::logical::{Part, logical, to_diffusers};
-use crate::recipe::Recipe;
+use crate::recipe::{Recipe, RuleType, Target};
 use lowbit_arch::{Architecture, Detection, Naming, block_of, detect};
 use lowbit_checkpoint::{Checkpoint, StorageType};
 use lowbit_dtype::{Dtype, GgmlType};
+use lowbit_layout::Scheme;
 use std::fmt;
 
 /// ggml's tensor name limit with ComfyUI-GGUF's patch (`GGML_MAX_NAME` = 128, NUL included).
@@ -50,6 +51,15 @@ pub enum Reason {
         /// What was wanted.
         wanted: GgmlType,
     },
+    /// The target's default leaves this weight at source precision (packed targets).
+    Policy(&'static str),
+    /// The wanted scheme cannot store this tensor: source precision.
+    Unfit {
+        /// What was wanted.
+        wanted: Scheme,
+        /// Why not.
+        why: String,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -64,6 +74,8 @@ impl fmt::Display for Reason {
             Reason::Fallback { wanted } => {
                 write!(f, "fallback: row length not a multiple of the {wanted} block")
             }
+            Reason::Policy(why) => write!(f, "source precision: {why}"),
+            Reason::Unfit { wanted, why } => write!(f, "fallback from {wanted}: {why}"),
         }
     }
 }
@@ -75,8 +87,11 @@ pub struct PlannedTensor {
     pub name: String,
     /// Shape in torch order.
     pub shape: Vec<u64>,
-    /// Output type.
+    /// Output type: the GGUF type; in a packed target, the dense type when `scheme` is `None`,
+    /// else the source precision (the dtype bitsandbytes records).
     pub ty: GgmlType,
+    /// The packed scheme storing this weight (packed targets only).
+    pub scheme: Option<Scheme>,
     /// Why.
     pub reason: Reason,
     /// Input rows, concatenated in order.
@@ -105,7 +120,19 @@ impl PlannedTensor {
     /// Bytes of output data.
     #[must_use]
     pub fn bytes(&self) -> u64 {
-        self.ty.row_bytes(self.row_len()).unwrap_or(0) * self.n_rows()
+        match self.scheme {
+            Some(s) => s.stored_bytes(self.n_rows(), self.row_len(), dense_dtype(self.ty)),
+            None => self.ty.row_bytes(self.row_len()).unwrap_or(0) * self.n_rows(),
+        }
+    }
+
+    /// The name of the output type: a ggml type or a scheme.
+    #[must_use]
+    pub fn type_name(&self) -> String {
+        match self.scheme {
+            Some(s) => s.to_string(),
+            None => self.ty.name().to_owned(),
+        }
     }
 
     /// Dimensions in ggml order (innermost first).
@@ -124,6 +151,9 @@ pub struct Plan {
     pub naming: OutputNaming,
     /// Output tensors in file order.
     pub tensors: Vec<PlannedTensor>,
+    /// Rules (their patterns) that match no output tensor: probably a typo, or names of the
+    /// other naming.
+    pub unmatched_rules: Vec<String>,
 }
 
 /// The storage type that keeps a source tensor's precision, or why lowbit does not convert it.
@@ -143,6 +173,16 @@ fn source_precision(source: StorageType) -> Result<GgmlType, &'static str> {
             return Err("lowbit converts F32, F16, BF16, F8_E4M3 and F8_E5M2 weights");
         }
     })
+}
+
+/// The safetensors dtype of a dense ggml type (F32, F16 or BF16; F32 for anything else).
+#[must_use]
+pub fn dense_dtype(ty: GgmlType) -> Dtype {
+    match ty {
+        GgmlType::BF16 => Dtype::BF16,
+        GgmlType::F16 => Dtype::F16,
+        _ => Dtype::F32,
+    }
 }
 
 /// A type whose blocks fit `row_len`, for a wanted type whose blocks do not.
@@ -175,7 +215,17 @@ impl Plan {
     ) -> Result<Plan, Error> {
         let det = detect(ckpt.tensors().iter().map(|t| t.name.as_str()));
         let is_flux = det.architecture == Architecture::Flux;
-        let naming = naming.unwrap_or(OutputNaming::Bfl);
+        // NF4 goes to diffusers (a model folder) when the input is diffusers-named.
+        let naming = naming.unwrap_or(
+            if matches!(recipe.target, Target::Packed(Scheme::Nf4 { .. }))
+                && det.naming == Some(Naming::Diffusers)
+            {
+                OutputNaming::Diffusers
+            } else {
+                OutputNaming::Bfl
+            },
+        );
+        let gguf = matches!(recipe.target, Target::Gguf { .. });
         if naming == OutputNaming::Diffusers && !is_flux {
             return Err(Error::NotFlux { file: ckpt.path().to_owned() });
         }
@@ -213,7 +263,7 @@ impl Plan {
                 let input = parts.first().and_then(|p| ckpt.tensor(&p.tensor));
                 let file =
                     input.map_or_else(|| ckpt.path().to_owned(), |t| ckpt.file_of(t).to_owned());
-                if name.len() > MAX_NAME_LEN {
+                if gguf && name.len() > MAX_NAME_LEN {
                     return Err(Error::NameTooLong {
                         file,
                         len: name.len(),
@@ -221,7 +271,7 @@ impl Plan {
                         max: MAX_NAME_LEN,
                     });
                 }
-                if shape.len() > lowbit_gguf::MAX_DIMS {
+                if gguf && shape.len() > lowbit_gguf::MAX_DIMS {
                     return Err(Error::Shape {
                         file,
                         tensor: input.map_or(name, |t| t.name.clone()),
@@ -229,14 +279,38 @@ impl Plan {
                         reason: format!("GGUF holds at most {} dimensions", lowbit_gguf::MAX_DIMS),
                     });
                 }
-                let t =
-                    PlannedTensor { name, shape, ty: GgmlType::F32, reason: Reason::Base, parts };
-                tensors.push(choose_type(t, &l.name, l.source, is_flux, recipe)?);
+                let t = PlannedTensor {
+                    name,
+                    shape,
+                    ty: GgmlType::F32,
+                    scheme: None,
+                    reason: Reason::Base,
+                    parts,
+                };
+                tensors.push(match recipe.target {
+                    Target::Gguf { .. } => choose_type(t, &l.name, l.source, is_flux, recipe)?,
+                    Target::Packed(base) => {
+                        choose_packed(t, &l.name, l.source, is_flux, recipe, base)
+                    }
+                });
             }
         }
-        let plan = Plan { detection: det, naming, tensors };
+        let unmatched_rules = recipe
+            .rules
+            .iter()
+            .filter(|r| !tensors.iter().any(|t| r.pattern.is_match(&t.name)))
+            .map(|r| r.source.clone())
+            .collect();
+        let plan = Plan { detection: det, naming, tensors, unmatched_rules };
         // The layout's own checks (sizes, offsets past 2^63) run now, not when writing.
-        crate::write::layout(&plan, &[])?;
+        match recipe.target {
+            Target::Gguf { .. } => {
+                crate::write::layout(&plan, &[])?;
+            }
+            Target::Packed(_) => {
+                crate::packed::layout(&plan, &[], &[])?;
+            }
+        }
         Ok(plan)
     }
 
@@ -265,10 +339,14 @@ fn choose_type(
     } else if let Some(ty) = recipe.target.mix_type(bfl_name) {
         (ty, Reason::Mix)
     } else {
-        (recipe.target.base, Reason::Base)
+        (recipe.target.ggml().unwrap_or(GgmlType::F32), Reason::Base)
     };
     let (ty, reason) = match recipe.rule_for(&t.name) {
-        Some((_, rule)) => (rule.ty, Reason::Rule(rule.source.clone())),
+        Some((_, rule)) => match rule.ty {
+            RuleType::Ggml(ty) | RuleType::Dense(ty) => (ty, Reason::Rule(rule.source.clone())),
+            // `Recipe::build` resolved every rule against the GGUF target.
+            RuleType::Scheme(_) => (ty, reason),
+        },
         None => (ty, reason),
     };
     let (ty, reason) = if ty.row_bytes(t.row_len()).is_some() {
@@ -285,4 +363,57 @@ fn choose_type(
     t.ty = ty;
     t.reason = reason;
     Ok(t)
+}
+
+/// What a packed target leaves at source precision by default, for a 2-D weight.
+fn policy_keeps(base: Scheme, bfl_name: &str, is_flux: bool) -> Option<&'static str> {
+    let in_blocks =
+        bfl_name.starts_with("double_blocks.") || bfl_name.starts_with("single_blocks.");
+    match base {
+        // diffusers quantizes every Linear with bitsandbytes.
+        Scheme::Nf4 { .. } => None,
+        Scheme::Fp8 { .. } => lowbit_layout::fp8::layerwise_casting_skips(bfl_name)
+            .then_some("diffusers' layerwise casting skips it"),
+        _ if is_flux && !in_blocks => {
+            Some("outside the transformer blocks (embedders, modulation, final layer)")
+        }
+        _ => None,
+    }
+}
+
+fn choose_packed(
+    mut t: PlannedTensor,
+    bfl_name: &str,
+    source: StorageType,
+    is_flux: bool,
+    recipe: &Recipe,
+    base: Scheme,
+) -> PlannedTensor {
+    // Source types were checked when planning began.
+    let keep = source_precision(source).unwrap_or(GgmlType::F32);
+    let matrix = t.shape.len() == 2 && t.name.ends_with(".weight");
+    let (choice, reason) = if !matrix {
+        (RuleType::Dense(keep), Reason::NotMatrix)
+    } else if let Some(why) = policy_keeps(base, bfl_name, is_flux) {
+        (RuleType::Dense(keep), Reason::Policy(why))
+    } else {
+        (RuleType::Scheme(base), Reason::Base)
+    };
+    let (choice, reason) = match recipe.rule_for(&t.name) {
+        Some((_, rule)) => (rule.ty, Reason::Rule(rule.source.clone())),
+        None => (choice, reason),
+    };
+    t.ty = keep;
+    t.reason = reason;
+    match choice {
+        RuleType::Scheme(s) if !matrix => {
+            t.reason = Reason::Unfit { wanted: s, why: "not a 2-D `.weight`".into() };
+        }
+        RuleType::Scheme(s) => match s.fits(t.shape[0], t.shape[1]) {
+            Ok(()) => t.scheme = Some(s),
+            Err(why) => t.reason = Reason::Unfit { wanted: s, why: why.0 },
+        },
+        RuleType::Ggml(ty) | RuleType::Dense(ty) => t.ty = ty,
+    }
+    t
 }

@@ -3,6 +3,7 @@
 
 use crate::Error;
 use lowbit_dtype::GgmlType;
+use lowbit_layout::Scheme;
 use regex::Regex;
 use std::fmt::Write;
 use std::path::Path;
@@ -18,13 +19,52 @@ pub enum Mix {
     Q5KM,
 }
 
-/// The `--to` target.
+/// The `--to` target: a GGUF type (or mix), or a packed safetensors scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Target {
-    /// Type of the bulk of the weights.
-    pub base: GgmlType,
-    /// A named mix, if one was asked for.
-    pub mix: Option<Mix>,
+pub enum Target {
+    /// A GGUF file.
+    Gguf {
+        /// Type of the bulk of the weights.
+        base: GgmlType,
+        /// A named mix, if one was asked for.
+        mix: Option<Mix>,
+    },
+    /// A safetensors file (or, for diffusers-named NF4, a diffusers model folder).
+    Packed(Scheme),
+}
+
+/// A rule's type: a ggml type (GGUF targets), a dense type or a scheme (packed targets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleType {
+    /// A ggml type, in a GGUF target.
+    Ggml(GgmlType),
+    /// Dense F32, F16 or BF16, in a packed target.
+    Dense(GgmlType),
+    /// A packed scheme.
+    Scheme(Scheme),
+}
+
+impl RuleType {
+    /// The name as a recipe writes it.
+    #[must_use]
+    pub fn name(&self) -> String {
+        match self {
+            RuleType::Ggml(t) | RuleType::Dense(t) => t.name().to_lowercase(),
+            RuleType::Scheme(s) => s.to_string(),
+        }
+    }
+}
+
+/// Which schemes can share a file: lowbit's own layouts mix freely; an ecosystem layout is
+/// loaded by a runtime that knows only it.
+fn family(s: Scheme) -> &'static str {
+    match s {
+        Scheme::Ternary { .. } | Scheme::Int4 { .. } | Scheme::Fp8 { .. } => "lowbit",
+        Scheme::Bitnet => "bitnet",
+        Scheme::Nf4 { .. } => "nf4",
+        Scheme::ComfyFp8 { .. } => "comfy",
+        Scheme::BflFp8 => "bfl",
+    }
 }
 
 /// Types a target or rule may name.
@@ -70,24 +110,39 @@ fn unknown(what: &'static str, given: &str, choices: Vec<String>) -> Error {
     Error::UnknownType { what, given: given.to_owned(), suggestion, choices: choices.join(" ") }
 }
 
-/// Parses a type name a rule may use (`q8_0`, `BF16`; case-insensitive).
+/// Parses a type name a rule may use (`q8_0`, `BF16`, `int4:g128`; case-insensitive).
 ///
 /// # Errors
-/// When the name is not a type lowbit writes.
-pub(crate) fn parse_type(name: &str) -> Result<GgmlType, Error> {
-    GgmlType::from_name(name)
-        .filter(|t| WRITABLE.contains(t))
-        .ok_or_else(|| unknown("tensor type", name, type_names()))
+/// When the name is neither a type nor a scheme lowbit writes.
+pub(crate) fn parse_type(name: &str) -> Result<RuleType, Error> {
+    if let Some(t) = GgmlType::from_name(name).filter(|t| WRITABLE.contains(t)) {
+        return Ok(RuleType::Ggml(t));
+    }
+    if let Some(s) = Scheme::parse(name) {
+        return Ok(RuleType::Scheme(s));
+    }
+    let mut choices = type_names();
+    choices.extend(Scheme::NAMES.map(String::from));
+    Err(unknown("tensor type", name, choices))
 }
 
 impl Target {
-    /// Parses `gguf:TYPE` (the `gguf:` prefix is optional).
+    /// Parses `gguf:TYPE` (the `gguf:` prefix is optional for ggml type names) or a packed
+    /// scheme (`ternary`, `int4:g128:asym`, `nf4`, `comfy:fp8`, …).
     ///
     /// # Errors
     /// An unknown format or type.
     pub fn parse(s: &str) -> Result<Target, Error> {
+        if let Some(scheme) = Scheme::parse(s) {
+            return Ok(Target::Packed(scheme));
+        }
         let (format, ty) = s.split_once(':').unwrap_or(("gguf", s));
         if !format.eq_ignore_ascii_case("gguf") {
+            if ["ternary", "bitnet", "int4", "nf4", "fp8", "comfy", "bfl"]
+                .contains(&format.to_ascii_lowercase().as_str())
+            {
+                return Err(unknown("target", s, Scheme::NAMES.map(String::from).to_vec()));
+            }
             return Err(Error::UnknownFormat { given: s.to_owned(), format: format.to_owned() });
         }
         let mix = match ty.to_ascii_lowercase().as_str() {
@@ -97,31 +152,89 @@ impl Target {
             _ => None,
         };
         if let Some((base, mix)) = mix {
-            return Ok(Target { base, mix: Some(mix) });
+            return Ok(Target::Gguf { base, mix: Some(mix) });
         }
         let base = GgmlType::from_name(ty).filter(|t| WRITABLE.contains(t)).ok_or_else(|| {
             let mut choices = type_names();
             choices.extend(MIXES.map(String::from));
+            if !s.contains(':') {
+                choices.extend(Scheme::NAMES.map(String::from));
+            }
             unknown("target type", ty, choices)
         })?;
-        Ok(Target { base, mix: None })
+        Ok(Target::Gguf { base, mix: None })
     }
 
-    /// The name as written on the command line (`q4_k_m`, `bf16`).
+    /// The GGUF base type (`None` for packed targets).
+    #[must_use]
+    pub fn ggml(&self) -> Option<GgmlType> {
+        match self {
+            Target::Gguf { base, .. } => Some(*base),
+            Target::Packed(_) => None,
+        }
+    }
+
+    /// The file extension the output must have.
+    #[must_use]
+    pub fn extension(&self) -> &'static str {
+        match self {
+            Target::Gguf { .. } => "gguf",
+            Target::Packed(_) => "safetensors",
+        }
+    }
+
+    /// Resolves a rule's type against this target: GGUF targets take ggml types; packed
+    /// targets take dense F32/F16/BF16 or a scheme of the same family (a bare scheme name
+    /// takes the target's own options).
+    ///
+    /// # Errors
+    /// A type this target's file cannot hold.
+    pub fn resolve(&self, ty: RuleType, given: &str) -> Result<RuleType, Error> {
+        let refuse = |why: String| Error::RuleType { given: given.to_owned(), why };
+        match (self, ty) {
+            (Target::Gguf { .. }, RuleType::Ggml(t)) => Ok(RuleType::Ggml(t)),
+            (Target::Gguf { .. }, _) => {
+                Err(refuse(format!("the target {} holds ggml types only", self.name())))
+            }
+            (Target::Packed(_), RuleType::Ggml(t) | RuleType::Dense(t))
+                if matches!(t, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) =>
+            {
+                Ok(RuleType::Dense(t))
+            }
+            (Target::Packed(_), RuleType::Ggml(_) | RuleType::Dense(_)) => Err(refuse(format!(
+                "the target {} holds its own schemes, bf16, f16 or f32",
+                self.name()
+            ))),
+            (Target::Packed(base), RuleType::Scheme(s)) => {
+                if family(*base) != family(s) {
+                    return Err(refuse(format!(
+                        "{s} cannot share a file with {base}: runtimes load one layout per file"
+                    )));
+                }
+                let bare = !given.contains(':');
+                let same_kind = std::mem::discriminant(base) == std::mem::discriminant(&s);
+                Ok(RuleType::Scheme(if bare && same_kind { *base } else { s }))
+            }
+        }
+    }
+
+    /// The name as a recipe writes it (`gguf:q4_k_m`, `int4:g64`).
     #[must_use]
     pub fn name(&self) -> String {
-        match self.mix {
-            Some(Mix::Q3KM) => "q3_k_m".into(),
-            Some(Mix::Q4KM) => "q4_k_m".into(),
-            Some(Mix::Q5KM) => "q5_k_m".into(),
-            None => self.base.name().to_lowercase(),
+        match self {
+            Target::Gguf { mix: Some(Mix::Q3KM), .. } => "gguf:q3_k_m".into(),
+            Target::Gguf { mix: Some(Mix::Q4KM), .. } => "gguf:q4_k_m".into(),
+            Target::Gguf { mix: Some(Mix::Q5KM), .. } => "gguf:q5_k_m".into(),
+            Target::Gguf { base, mix: None } => format!("gguf:{}", base.name().to_lowercase()),
+            Target::Packed(s) => s.to_string(),
         }
     }
 
     /// `general.file_type`: llama.cpp's `LLAMA_FTYPE_*` value for this target.
     #[must_use]
     pub fn file_type(&self) -> u32 {
-        match (self.base, self.mix) {
+        let Target::Gguf { base, mix } = *self else { return 1024 };
+        match (base, mix) {
             (_, Some(Mix::Q3KM)) => 12,
             (_, Some(Mix::Q4KM)) => 15,
             (_, Some(Mix::Q5KM)) => 17,
@@ -152,7 +265,8 @@ impl Target {
         if !bfl_name.ends_with("attn.qkv.weight") {
             return None;
         }
-        match self.mix? {
+        let Target::Gguf { mix, .. } = self else { return None };
+        match (*mix)? {
             Mix::Q3KM => Some(GgmlType::Q4_K),
             Mix::Q4KM => Some(GgmlType::Q5_K),
             Mix::Q5KM => Some(GgmlType::Q6_K),
@@ -167,8 +281,10 @@ pub struct Rule {
     pub pattern: Regex,
     /// The pattern as written.
     pub source: String,
-    /// Type for matching tensors.
-    pub ty: GgmlType,
+    /// The type as written.
+    pub ty_source: String,
+    /// Type for matching tensors (resolved against the target by [`Recipe::build`]).
+    pub ty: RuleType,
 }
 
 impl Rule {
@@ -187,7 +303,12 @@ impl Rule {
             pattern: pattern.to_owned(),
             message: regex_message(&e),
         })?;
-        Ok(Rule { pattern: re, source: pattern.to_owned(), ty: parse_type(ty)? })
+        Ok(Rule {
+            pattern: re,
+            source: pattern.to_owned(),
+            ty: parse_type(ty)?,
+            ty_source: ty.to_owned(),
+        })
     }
 }
 
@@ -199,6 +320,91 @@ fn regex_message(e: &regex::Error) -> String {
             last.strip_prefix("error: ").unwrap_or(last).to_owned()
         }
         other => other.to_string().lines().collect::<Vec<_>>().join(" "),
+    }
+}
+
+/// The presets: name, and a recipe file one can print and edit.
+pub const PRESETS: [(&str, &str); 4] = [
+    ("flux-ternary", include_str!("../presets/flux-ternary.toml")),
+    ("flux-int4", include_str!("../presets/flux-int4.toml")),
+    ("flux-nf4", include_str!("../presets/flux-nf4.toml")),
+    ("flux-fp8", include_str!("../presets/flux-fp8.toml")),
+];
+
+/// A preset's recipe text.
+///
+/// # Errors
+/// An unknown name (with the nearest one).
+pub fn preset(name: &str) -> Result<&'static str, Error> {
+    PRESETS
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, text)| *text)
+        .ok_or_else(|| unknown("preset", name, PRESETS.map(|(n, _)| n.to_owned()).to_vec()))
+}
+
+/// Command-line options that refine a packed target's scheme.
+#[derive(Debug, Clone, Default)]
+pub struct SchemeOptions {
+    /// `--scale channel|tensor` (ternary).
+    pub scale: Option<lowbit_layout::ScaleGranularity>,
+    /// `--group N` (int4).
+    pub group: Option<u32>,
+    /// `--asym` (int4).
+    pub asym: bool,
+    /// `--nf4-double-quant`.
+    pub double_quant: bool,
+    /// `--fp8 e4m3|e5m2` (fp8, comfy:fp8).
+    pub fp8: Option<lowbit_layout::Fp8Format>,
+}
+
+impl Target {
+    /// Applies command-line scheme options.
+    ///
+    /// # Errors
+    /// An option that does not apply to the target, or a group size int4 does not support.
+    pub fn with_options(self, o: &SchemeOptions) -> Result<Target, Error> {
+        let mismatch =
+            |option: &str| Error::OptionMismatch { option: option.to_owned(), target: self.name() };
+        let mut t = self;
+        if let Some(scale) = o.scale {
+            match &mut t {
+                Target::Packed(Scheme::Ternary { scale: s }) => *s = scale,
+                _ => return Err(mismatch("--scale")),
+            }
+        }
+        if let Some(group) = o.group {
+            match &mut t {
+                Target::Packed(Scheme::Int4 { group: g, .. }) if [32, 64, 128].contains(&group) => {
+                    *g = group;
+                }
+                Target::Packed(Scheme::Int4 { .. }) => {
+                    return Err(mismatch(&format!("--group {group} (32, 64 or 128)")));
+                }
+                _ => return Err(mismatch("--group")),
+            }
+        }
+        if o.asym {
+            match &mut t {
+                Target::Packed(Scheme::Int4 { asym, .. }) => *asym = true,
+                _ => return Err(mismatch("--asym")),
+            }
+        }
+        if o.double_quant {
+            match &mut t {
+                Target::Packed(Scheme::Nf4 { double_quant }) => *double_quant = true,
+                _ => return Err(mismatch("--nf4-double-quant")),
+            }
+        }
+        if let Some(f) = o.fp8 {
+            match &mut t {
+                Target::Packed(Scheme::Fp8 { format } | Scheme::ComfyFp8 { format }) => {
+                    *format = f;
+                }
+                _ => return Err(mismatch("--fp8")),
+            }
+        }
+        Ok(t)
     }
 }
 
@@ -240,6 +446,19 @@ impl Recipe {
         to: Option<&str>,
         cli_rules: &[String],
     ) -> Result<Recipe, Error> {
+        Recipe::build_with(file, to, cli_rules, &SchemeOptions::default())
+    }
+
+    /// [`Recipe::build`] with scheme options applied to the target before rules are resolved.
+    ///
+    /// # Errors
+    /// As [`Recipe::build`], and options that do not apply to the target.
+    pub fn build_with(
+        file: Option<(&Path, &str)>,
+        to: Option<&str>,
+        cli_rules: &[String],
+        options: &SchemeOptions,
+    ) -> Result<Recipe, Error> {
         let file: RecipeFile = match file {
             Some((path, text)) => toml::from_str(text).map_err(|e| Error::RecipeFile {
                 path: path.to_owned(),
@@ -253,6 +472,7 @@ impl Recipe {
             None => RecipeFile { to: None, rules: Vec::new() },
         };
         let to = to.or(file.to.as_deref()).ok_or(Error::NoTarget)?;
+        let target = Target::parse(to)?.with_options(options)?;
         let mut rules = Vec::new();
         for r in &file.rules {
             rules.push(Rule::new(&r.pattern, &r.ty)?);
@@ -260,20 +480,24 @@ impl Recipe {
         for r in cli_rules {
             rules.push(Rule::parse(r)?);
         }
-        Ok(Recipe { target: Target::parse(to)?, rules })
+        for r in &mut rules {
+            let given = r.ty_source.clone();
+            r.ty = target.resolve(r.ty, &given)?;
+        }
+        Ok(Recipe { target, rules })
     }
 
     /// The recipe as TOML, in the format [`Recipe::build`] reads: stored in the output as
     /// `lowbit.recipe` so a file can be reproduced.
     #[must_use]
     pub fn to_toml(&self) -> String {
-        let mut s = format!("to = \"gguf:{}\"\n", self.target.name());
+        let mut s = format!("to = \"{}\"\n", self.target.name());
         for r in &self.rules {
             let _ = write!(
                 s,
                 "\n[[rules]]\nmatch = {}\ntype = \"{}\"\n",
                 toml::Value::String(r.source.clone()),
-                r.ty.name().to_lowercase()
+                r.ty.name()
             );
         }
         s
@@ -288,16 +512,19 @@ impl Recipe {
 
 #[cfg(test)]
 mod tests {
-    use super::{Mix, Recipe, Rule, Target};
+    use super::{Mix, Recipe, Rule, RuleType, Target};
     use lowbit_dtype::GgmlType;
     use std::path::Path;
 
     #[test]
     fn targets() {
-        assert_eq!(Target::parse("gguf:q8_0").unwrap(), Target { base: GgmlType::Q8_0, mix: None });
+        assert_eq!(
+            Target::parse("gguf:q8_0").unwrap(),
+            Target::Gguf { base: GgmlType::Q8_0, mix: None }
+        );
         assert_eq!(
             Target::parse("Q4_K_M").unwrap(),
-            Target { base: GgmlType::Q4_K, mix: Some(Mix::Q4KM) }
+            Target::Gguf { base: GgmlType::Q4_K, mix: Some(Mix::Q4KM) }
         );
         let e = Target::parse("gguf:q4_2").unwrap_err().to_string();
         assert!(e.contains("q4_k_m") && e.contains("did you mean `q4_0`?"), "{e}");
@@ -339,9 +566,15 @@ mod tests {
         let recipe =
             Recipe::build(Some((path, file)), None, &["single_blocks\\.0\\..*=q6_k".into()])
                 .unwrap();
-        assert_eq!(recipe.target.base, GgmlType::Q4_K);
-        assert_eq!(recipe.rule_for("single_blocks.0.linear1.weight").unwrap().1.ty, GgmlType::Q6_K);
-        assert_eq!(recipe.rule_for("single_blocks.1.linear1.weight").unwrap().1.ty, GgmlType::Q8_0);
+        assert_eq!(recipe.target.ggml(), Some(GgmlType::Q4_K));
+        assert_eq!(
+            recipe.rule_for("single_blocks.0.linear1.weight").unwrap().1.ty,
+            RuleType::Ggml(GgmlType::Q6_K)
+        );
+        assert_eq!(
+            recipe.rule_for("single_blocks.1.linear1.weight").unwrap().1.ty,
+            RuleType::Ggml(GgmlType::Q8_0)
+        );
         let again = Recipe::build(Some((path, &recipe.to_toml())), None, &[]).unwrap();
         assert_eq!(again.to_toml(), recipe.to_toml(), "to_toml round-trips");
         let e = Recipe::build(Some((path, "to = 3")), None, &[]).unwrap_err().to_string();

@@ -140,7 +140,7 @@ fn chunks(plan: &Plan, chunk_bytes: u64) -> Vec<Chunk> {
 
 /// Reads logical elements `elems` of planned tensor `t` (its parts concatenated) into `out`,
 /// refusing NaN and infinities unless `allow_non_finite`.
-fn gather(
+pub(crate) fn gather(
     ckpt: &Checkpoint,
     t: &PlannedTensor,
     elems: std::ops::Range<u64>,
@@ -345,7 +345,7 @@ pub fn write_gguf(
 /// Reserves the whole output up front. On ext4 this makes the writes that follow several times
 /// cheaper than growing a file page by page, and a full disk shows up here, before any work,
 /// as `ENOSPC`. File systems without `fallocate` simply skip it.
-fn preallocate(file: &std::fs::File, len: u64) -> std::io::Result<()> {
+pub(crate) fn preallocate(file: &std::fs::File, len: u64) -> std::io::Result<()> {
     match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
         Ok(()) => Ok(()),
         Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => Ok(()),

@@ -54,3 +54,9 @@ pub fn decode_bfl(
 ) -> Result<(), Error> {
     todo!("helper: {} {n} {k} {rows:?} {}", stored.len(), out.len())
 }
+
+/// Whether diffusers' layerwise casting keeps this FLUX weight (BFL name) in the compute dtype.
+#[must_use]
+pub fn layerwise_casting_skips(bfl_name: &str) -> bool {
+    todo!("helper: {bfl_name}")
+}

@@ -14,6 +14,8 @@
 
 mod error;
 mod header;
+mod layout;
 
 pub use error::Error;
 pub use header::{MAX_HEADER_LEN, Safetensors, TensorEntry};
+pub use layout::{Layout, LayoutError};
