@@ -20,6 +20,7 @@ mod fixtures;
 mod inspect;
 mod interop;
 mod naming;
+mod packed;
 mod quant_exact;
 mod safety;
 mod support;

@@ -238,6 +238,20 @@ pub(crate) fn safetensors_entries(path: &Path) -> BTreeMap<String, StEntry> {
         .collect()
 }
 
+/// The `__metadata__` string map of a safetensors file (empty when absent).
+pub(crate) fn safetensors_metadata(path: &Path) -> BTreeMap<String, String> {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut n = [0u8; 8];
+    f.read_exact_at(&mut n, 0).unwrap();
+    let mut header = vec![0u8; usize::try_from(u64::from_le_bytes(n)).unwrap()];
+    f.read_exact_at(&mut header, 8).unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&header).unwrap();
+    header["__metadata__"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())).collect())
+        .unwrap_or_default()
+}
+
 /// The bytes `range` of the file at `path`.
 pub(crate) fn read_at(path: &Path, range: Range<u64>) -> Vec<u8> {
     let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
