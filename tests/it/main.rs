@@ -23,4 +23,5 @@ mod naming;
 mod quant_exact;
 mod safety;
 mod support;
+mod ternary;
 mod tidy;

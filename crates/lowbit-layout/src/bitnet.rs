@@ -18,6 +18,13 @@ pub fn pack(quarters: [&[u8]; 4], out: &mut [u8]) {
     }
 }
 
+/// The stored `weight_scale` for the absmean γ: the BF16 bits of `1/γ` (an `f32` division,
+/// rounded to nearest even), which `BitLinear` divides by.
+#[must_use]
+pub fn stored_scale(gamma: f32) -> u16 {
+    lowbit_dtype::f16::fp32_to_bf16(1.0 / gamma)
+}
+
 /// The `quantization_config` transformers reads for this layout (JSON): what
 /// `BitNetQuantConfig()` of transformers 5.24.0 serializes to, keys sorted, so that
 /// `BitLinear` (offline mode, which divides by `weight_scale`) loads the weights.
