@@ -18,6 +18,7 @@ mod convert;
 mod diffusers;
 mod fixtures;
 mod inspect;
+mod int4;
 mod interop;
 mod naming;
 mod quant_exact;
