@@ -8,9 +8,10 @@ Usage:
       `<case>.decoded` (F32, lowbit's decode); <case> is `g<group>_<sym|asym>_<anything>`.
       Prints JSON per case: decode mismatches against numpy's decode, code, scale and zero
       mismatches against numpy's quantization of x, and how many quotients were exact ties.
-  python int4_ref.py file CONVERTED DEQUANTIZED
+  python int4_ref.py file CONVERTED DEQUANTIZED SOURCE
       Decodes every int4 weight of CONVERTED (per its `lowbit.schemes` metadata) and prints
-      JSON per weight: mismatches against DEQUANTIZED (F32, `lowbit dequantize`).
+      JSON per weight: mismatches against DEQUANTIZED (F32, `lowbit dequantize`), and code,
+      scale and zero mismatches against numpy's quantization of the weight in SOURCE.
 """
 
 import json
@@ -104,10 +105,11 @@ def check(path):
     print(json.dumps(report, sort_keys=True))
 
 
-def check_file(converted, dequantized):
+def check_file(converted, dequantized, source):
     with safe_open(converted, "np") as f:
         schemes = json.loads(f.metadata()["lowbit.schemes"])
         deq = load_file(dequantized)
+        src = load_file(source)
         report = {}
         for name, scheme in sorted(schemes.items()):
             parts = scheme.split(":")
@@ -119,10 +121,15 @@ def check_file(converted, dequantized):
             zero = f.get_tensor(module + ".weight_zero") if asym else None
             ours = deq[name]
             n, k = ours.shape
-            ref = decode(f.get_tensor(module + ".weight"), f.get_tensor(module + ".weight_scale"), zero, group, n, k)
+            weight, scale = f.get_tensor(module + ".weight"), f.get_tensor(module + ".weight_scale")
+            ref = decode(weight, scale, zero, group, n, k)
+            codes, ref_scale, ref_zero, _ = quantize(src[name].astype(np.float32), group, asym)
             report[name] = {
                 "scheme": scheme,
                 "mismatches": int((ref != ours.astype(np.float32)).sum()),
+                "code_mismatches": int((codes != unpack(weight, n, k)).sum()),
+                "scale_mismatches": int((ref_scale != scale.view(np.uint16)).sum()),
+                "zero_mismatches": 0 if zero is None else int((ref_zero != zero.view(np.uint16)).sum()),
             }
     print(json.dumps(report, sort_keys=True))
 
@@ -131,6 +138,6 @@ if __name__ == "__main__":
     if sys.argv[1] == "check":
         check(sys.argv[2])
     elif sys.argv[1] == "file":
-        check_file(sys.argv[2], sys.argv[3])
+        check_file(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
         raise SystemExit(__doc__)

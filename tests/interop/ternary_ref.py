@@ -8,9 +8,10 @@ Usage:
       `channel`, `tensor` (lowbit ternary) or `bitnet`. Prints JSON per case: decode mismatches
       against numpy's decode, code and scale mismatches against numpy's quantization of x, and
       how many quotients x/gamma were exact ties (+-0.5).
-  python ternary_ref.py file CONVERTED DEQUANTIZED
+  python ternary_ref.py file CONVERTED DEQUANTIZED SOURCE
       Decodes every ternary or BitNet weight of CONVERTED (per its `lowbit.schemes` metadata)
-      and prints JSON per weight: mismatches against DEQUANTIZED (F32, `lowbit dequantize`).
+      and prints JSON per weight: mismatches against DEQUANTIZED (F32, `lowbit dequantize`),
+      and code and scale mismatches against numpy's quantization of the weight in SOURCE.
 """
 
 import json
@@ -111,10 +112,11 @@ def check(path):
     print(json.dumps(report, sort_keys=True))
 
 
-def check_file(converted, dequantized):
+def check_file(converted, dequantized, source):
     with safe_open(converted, "np") as f:
         schemes = json.loads(f.metadata()["lowbit.schemes"])
         deq = load_file(dequantized)
+        src = load_file(source)
         report = {}
         for name, scheme in sorted(schemes.items()):
             kind = {"ternary": "channel", "ternary:tensor": "tensor", "bitnet": "bitnet"}.get(scheme)
@@ -126,10 +128,13 @@ def check_file(converted, dequantized):
             ours = deq[name]
             n, k = ours.shape
             ref = decode(kind, weight, scale, n, k)
+            codes, ref_scale, _ = quantize(kind, src[name].astype(np.float32))
+            stored = unpack_rows(weight) if kind == "bitnet" else unpack_k(weight, k)
             report[name] = {
                 "scheme": scheme,
                 "mismatches": int((ref.astype(np.float32) != ours.astype(np.float32)).sum()),
-                "dtype": str(ours.dtype),
+                "code_mismatches": int((codes != stored).sum()),
+                "scale_mismatches": int((ref_scale != scale.view(np.uint16).reshape(-1)).sum()),
             }
     print(json.dumps(report, sort_keys=True))
 
@@ -138,6 +143,6 @@ if __name__ == "__main__":
     if sys.argv[1] == "check":
         check(sys.argv[2])
     elif sys.argv[1] == "file":
-        check_file(sys.argv[2], sys.argv[3])
+        check_file(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
         raise SystemExit(__doc__)

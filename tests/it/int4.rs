@@ -61,11 +61,8 @@ fn int4_matches_numpy() {
                 quantize_rows(&x[h * k..], k, group, asym, p1, s1, z1);
                 let scheme = Scheme::Int4 { group: group as u32, asym };
                 let (scale, zero) = (transpose(&scales, n), transpose(&zeros, n));
-                let stored: Vec<&[u8]> = if asym {
-                    vec![&packed, &scale, &zero]
-                } else {
-                    vec![&packed, &scale]
-                };
+                let stored: Vec<&[u8]> =
+                    if asym { vec![&packed, &scale, &zero] } else { vec![&packed, &scale] };
                 let (nu, ku) = (n as u64, k as u64);
                 let layout = scheme.stored(nu, ku, lowbit_dtype::Dtype::BF16, None);
                 assert_eq!(layout.len(), stored.len(), "{name}");
@@ -108,8 +105,9 @@ fn int4_matches_numpy() {
 }
 
 /// `lowbit convert --to int4` on the tiny fixture, groups 32/64/128, symmetric and asymmetric:
-/// numpy's decode of the stored tensors equals `lowbit dequantize`, and the error against the
-/// BF16 input is what 4 bits give. Needs the packed-safetensors writer and `dequantize`.
+/// numpy's decode of the stored tensors equals `lowbit dequantize`, numpy's quantization of the
+/// input gives the stored codes, scales and zero points, and the error against the BF16 input
+/// is in the range numpy's own gives. Needs the packed-safetensors writer and `dequantize`.
 #[test]
 fn convert_int4_decodes_like_numpy() {
     let dir = tempfile::tempdir().unwrap();
@@ -126,17 +124,21 @@ fn convert_int4_decodes_like_numpy() {
             let (o, d) = (out.to_str().unwrap(), deq.to_str().unwrap());
             let run = lowbit(&["dequantize", o, "-o", d, "--dtype", "f32"]);
             assert!(run.status.success(), "dequantize: {}", String::from_utf8_lossy(&run.stderr));
-            let report = run_python("int4_ref.py", &[Path::new("file"), &out, &deq]);
+            let report = run_python("int4_ref.py", &[Path::new("file"), &out, &deq, &input]);
             let r: serde_json::Value = serde_json::from_str(&report).unwrap();
             let layers = r.as_object().unwrap();
             assert!(!layers.is_empty(), "g{group} {asym}: no int4 layer: {report}");
             let scheme = format!("int4:g{group}{}", if asym { ":asym" } else { "" });
             for (name, l) in layers {
                 assert_eq!(l["scheme"], scheme.as_str(), "{name}: {report}");
-                assert_eq!(l["mismatches"], 0, "g{group} {asym} {name}: {report}");
-                // 4 bits on Gaussian weights: relative RMS error about 0.1.
+                for key in ["mismatches", "code_mismatches", "scale_mismatches", "zero_mismatches"]
+                {
+                    assert_eq!(l[key], 0, "g{group} {asym} {name} {key}: {report}");
+                }
+                // numpy's int4 of the fixture's 2-D weights has a relative RMS error of
+                // 0.14–0.32 symmetric, 0.10–0.23 asymmetric (0.08–0.12 on Gaussian weights).
                 let rel = relative_rms_error(&input, &deq, name);
-                assert!((0.02..0.2).contains(&rel), "g{group} {asym} {name}: {rel}");
+                assert!((0.05..0.35).contains(&rel), "g{group} {asym} {name}: {rel}");
             }
         }
     }

@@ -238,8 +238,9 @@ fn already_ternary_weights_are_lossless_in_tq() {
 }
 
 /// `lowbit convert --to ternary|bitnet` on the tiny fixture: numpy's decode of the stored
-/// tensors equals `lowbit dequantize`, and the error against the BF16 input is what absmean
-/// ternary gives on Gaussian weights. Needs the packed-safetensors writer and `dequantize`.
+/// tensors equals `lowbit dequantize`, numpy's quantization of the input gives the stored codes
+/// and scales, and the error against the BF16 input is in the range numpy's own gives. Needs
+/// the packed-safetensors writer and `dequantize`.
 #[test]
 fn convert_ternary_and_bitnet_decode_like_numpy() {
     let dir = tempfile::tempdir().unwrap();
@@ -261,17 +262,18 @@ fn convert_ternary_and_bitnet_decode_like_numpy() {
             "f32",
         ]);
         assert!(o.status.success(), "dequantize: {}", String::from_utf8_lossy(&o.stderr));
-        let report = run_python("ternary_ref.py", &[Path::new("file"), &out, &deq]);
+        let report = run_python("ternary_ref.py", &[Path::new("file"), &out, &deq, &input]);
         let r: serde_json::Value = serde_json::from_str(&report).unwrap();
         let layers = r.as_object().unwrap();
         assert!(!layers.is_empty(), "{target} {extra:?}: no ternary layer: {report}");
         for (name, l) in layers {
-            assert_eq!(l["mismatches"], 0, "{target} {extra:?} {name}: {report}");
-        }
-        for name in layers.keys() {
-            // Absmean ternary of Gaussian weights: relative RMS error about 0.5.
+            for key in ["mismatches", "code_mismatches", "scale_mismatches"] {
+                assert_eq!(l[key], 0, "{target} {extra:?} {name} {key}: {report}");
+            }
+            // numpy's absmean ternary of the fixture's 2-D weights has a relative RMS error of
+            // 0.80–0.92 (its weights are heavier-tailed than Gaussian, where it is 0.51).
             let rel = relative_rms_error(&input, &deq, name);
-            assert!((0.3..0.8).contains(&rel), "{target} {extra:?} {name}: {rel}");
+            assert!((0.75..0.95).contains(&rel), "{target} {extra:?} {name}: {rel}");
         }
     }
 }
