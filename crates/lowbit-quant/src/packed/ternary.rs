@@ -1,19 +1,68 @@
-//! The BitNet b1.58 absmean rule: γ = mean |W| (floored at 1e-5), q = clamp(round(W/γ), −1, 1).
+//! The BitNet b1.58 absmean rule: γ = mean |W| (floored at 1e-5), q = clamp(round(W/γ), −1, 1)
+//! with round half to even (`formats/ternary.md`, `formats/bitnet.md`).
+
+/// The smallest γ: BitNet's floor, which keeps an all-zero weight from dividing by zero.
+pub const GAMMA_FLOOR: f32 = 1e-5;
 
 /// Σ|x|, accumulated in `f64` in index order (so a per-tensor sum over chunks, added in order,
 /// does not depend on how the tensor was cut).
 #[must_use]
 pub fn abs_sum(x: &[f32]) -> f64 {
-    todo!("helper: {}", x.len())
+    x.iter().fold(0.0f64, |a, &v| a + f64::from(v.abs()))
 }
 
-/// γ from Σ|W| over `count` elements: the mean rounded to `f32`, at least 1e-5.
+/// γ from Σ|W| over `count` elements: the mean rounded to `f32`, at least 1e-5 (also when
+/// `count` is 0 or the sum is NaN).
 #[must_use]
 pub fn gamma(abs_sum: f64, count: u64) -> f32 {
-    todo!("helper: {abs_sum} {count}")
+    if count == 0 {
+        return GAMMA_FLOOR;
+    }
+    #[expect(clippy::cast_precision_loss, reason = "the mean of a u64 count, as the spec says")]
+    #[expect(clippy::cast_possible_truncation, reason = "rounded to f32 by the rule")]
+    let mean = (abs_sum / count as f64) as f32;
+    // `f32::max` returns the floor for a NaN mean.
+    mean.max(GAMMA_FLOOR)
 }
 
 /// Codes `q+1` ∈ {0, 1, 2} of `x` for scale `gamma` (`out.len() == x.len()`).
+///
+/// With t = x/γ (an `f32` division), clamp(round_half_even(t), −1, 1) is +1 exactly when
+/// t > 0.5 and −1 exactly when t < −0.5 (±0.5 round to 0); a NaN t gives 0.
 pub fn codes(x: &[f32], gamma: f32, out: &mut [u8]) {
-    todo!("helper: {gamma} {} {}", x.len(), out.len())
+    debug_assert_eq!(x.len(), out.len());
+    for (o, &v) in out.iter_mut().zip(x) {
+        let t = v / gamma;
+        *o = 1 + u8::from(t > 0.5) - u8::from(t < -0.5);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{abs_sum, codes, gamma};
+
+    #[test]
+    fn rounds_half_to_even_and_clamps() {
+        let x = [0.5, -0.5, 0.500_000_06, -0.500_000_06, 1.5, -7.0, 0.0, -0.0, f32::NAN, 0.49];
+        let mut out = [9u8; 10];
+        codes(&x, 1.0, &mut out);
+        assert_eq!(out, [1, 1, 2, 0, 2, 0, 1, 1, 1, 1]);
+        // t = x/γ is an f32 division: 0.6f32 is exactly 2 · 0.3f32, so t is the tie 0.5 → 0.
+        let mut one = [9u8; 2];
+        codes(&[0.3, -0.3], 0.6, &mut one);
+        assert_eq!(one, [1, 1]);
+    }
+
+    #[test]
+    fn gamma_is_the_floored_mean() {
+        assert_eq!(abs_sum(&[1.0, -2.0, 0.5]), 3.5);
+        assert_eq!(gamma(3.5, 3), (3.5f64 / 3.0) as f32);
+        assert_eq!(gamma(0.0, 10), 1e-5);
+        assert_eq!(gamma(0.0, 0), 1e-5);
+        assert_eq!(gamma(f64::NAN, 4), 1e-5);
+        // Index order: 1 + 2⁻⁵³ + 2⁻⁵³ stays 1 in f64, summed left to right.
+        let tiny = (2.0f64).powi(-53) as f32;
+        assert_eq!(abs_sum(&[1.0, tiny, tiny]), 1.0);
+        assert_eq!(abs_sum(&[tiny, tiny, 1.0]), 1.0 + 2.0 * f64::from(tiny));
+    }
 }
