@@ -144,7 +144,9 @@ fn dependency_rules_hold() {
     let fixtures = deps("lowbit-fixtures");
     assert!(!fixtures.is_empty());
     assert!(!fixtures.iter().any(|d| d.starts_with("lowbit-")), "{fixtures:?}");
-    for reader in ["lowbit-dtype", "lowbit-safetensors", "lowbit-gguf", "lowbit-checkpoint"] {
+    for reader in
+        ["lowbit-dtype", "lowbit-safetensors", "lowbit-gguf", "lowbit-layout", "lowbit-checkpoint"]
+    {
         let d = deps(reader);
         assert!(!d.contains(&"lowbit-quant".to_owned()), "{reader} depends on {d:?}");
     }
