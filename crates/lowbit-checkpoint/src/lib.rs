@@ -8,11 +8,14 @@
 //! so a 24 GB checkpoint is inspected without reading 24 GB.
 
 mod error;
+mod layers;
 mod open;
 mod rows;
 mod source;
 
 pub use error::Error;
+pub use layers::{Layer, SCHEMES_KEY};
+pub use lowbit_layout::{Fp8Format, ScaleGranularity, Scheme};
 pub use open::{Checkpoint, Format, Metadata, StorageType, Tensor};
 
 /// The GGUF metadata types that [`Metadata::Gguf`] holds, so that users of this crate need not
