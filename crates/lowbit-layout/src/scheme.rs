@@ -264,11 +264,7 @@ impl Scheme {
                     v.push(s("weight.absmax", Dtype::F32, &[blocks]));
                     v.push(s("weight.quant_map", Dtype::F32, &[16]));
                 }
-                v.push(s(
-                    "weight.quant_state.bitsandbytes__nf4",
-                    Dtype::U8,
-                    &[json.len() as u64],
-                ));
+                v.push(s("weight.quant_state.bitsandbytes__nf4", Dtype::U8, &[json.len() as u64]));
                 v
             }
             Scheme::Fp8 { format } => vec![s("weight", format.dtype(), &[n, k])],
