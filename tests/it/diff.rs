@@ -130,6 +130,23 @@ fn naming_does_not_change_the_metrics() {
     let q = flux_3072_gguf("q8_0");
     let from_bfl = diff_json(q, flux_3072());
     let from_diffusers = diff_json(q, &flux_3072_diffusers().single);
-    assert_eq!(from_bfl["tensors"], from_diffusers["tensors"]);
-    assert_eq!(from_bfl["total"], from_diffusers["total"]);
+    // Rows come in the reference's order; each tensor's sums run in the same element order.
+    let by_name = |r: &Value| -> std::collections::BTreeMap<String, Value> {
+        r["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["name"].as_str().unwrap().to_owned(), t.clone()))
+            .collect()
+    };
+    let (a, b) = (by_name(&from_bfl), by_name(&from_diffusers));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, t) in &a {
+        assert!(*t == b[name], "{name}: {t} vs {}", b[name]);
+    }
+    assert!(a.values().any(|t| t["sq_error"].as_f64().unwrap() > 0.0), "Q8_0 loses something");
+    // Totals add the tensors in another order: equal to rounding.
+    for key in ["sq_error", "sq_reference", "max_abs_error", "params"] {
+        close(&from_bfl["total"][key], from_diffusers["total"][key].as_f64().unwrap(), key);
+    }
 }
