@@ -90,7 +90,7 @@ fn one_sided_tensors_and_shape_mismatch() {
         let header =
             serde_json::json!({name: {"dtype": "F32", "shape": shape, "data_offsets": [0, 4 * n]}});
         let mut h = header.to_string().into_bytes();
-        while h.len() % 8 != 0 {
+        while !h.len().is_multiple_of(8) {
             h.push(b' ');
         }
         let mut bytes = (h.len() as u64).to_le_bytes().to_vec();

@@ -27,7 +27,7 @@ fn open(meta: &[(&str, &str)], tensors: &[T<'_>]) -> (tempfile::TempDir, Checkpo
         );
     }
     let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let dir = tempfile::tempdir().unwrap();

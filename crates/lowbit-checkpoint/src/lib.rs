@@ -6,6 +6,8 @@
 //! Files are memory-mapped and only their headers are parsed; tensor bytes are read when asked,
 //! either raw ([`Checkpoint::raw`]) or decoded to `f32` rows ([`Checkpoint::read_rows_f32`]),
 //! so a 24 GB checkpoint is inspected without reading 24 GB.
+//! [`Checkpoint::layers`] groups the tensors of packed layouts (a packed weight, its scales and
+//! markers) into logical weights, and [`Checkpoint::read_layer_f32`] decodes any of them.
 
 mod error;
 mod layers;

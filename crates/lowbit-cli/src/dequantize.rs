@@ -125,7 +125,7 @@ fn header(layers: &[Layer], dtype: OutDtype, source: &str) -> anyhow::Result<Vec
         offset = end;
     }
     text.push('}');
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
     let mut out = (text.len() as u64).to_le_bytes().to_vec();
