@@ -15,6 +15,8 @@
 mod bad_inputs;
 mod chunks;
 mod convert;
+mod dequantize;
+mod diff;
 mod diffusers;
 mod fixtures;
 mod inspect;

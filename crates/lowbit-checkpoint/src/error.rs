@@ -58,4 +58,28 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A packed layout whose tensors disagree with its scheme (missing companions, wrong
+    /// dtypes or shapes, unreadable markers or `lowbit.schemes` metadata).
+    #[error(
+        "{}: tensor `{tensor}`: a layout file with inconsistent companion tensors: {reason}",
+        path.display()
+    )]
+    Layout {
+        /// The file holding the tensor.
+        path: PathBuf,
+        /// The weight or companion.
+        tensor: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Scale companions or markers that no layout lowbit reads explains.
+    #[error("{}: tensor `{tensor}`: {reason}", path.display())]
+    UnknownLayout {
+        /// The file holding the tensor.
+        path: PathBuf,
+        /// The weight or marker.
+        tensor: String,
+        /// What was found.
+        reason: String,
+    },
 }

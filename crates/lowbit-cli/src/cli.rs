@@ -27,6 +27,50 @@ pub(crate) enum Command {
     /// `--names diffusers`. Embedders and the final layer stay at source precision, 1-D and tiny
     /// tensors in F32, as ComfyUI-GGUF does.
     Convert(ConvertArgs),
+    /// Decode every weight to BF16 (or F32) safetensors under its logical name.
+    ///
+    /// INPUT is anything `inspect` reads: dense or sharded safetensors, GGUF of any type lowbit
+    /// decodes, and the packed layouts (lowbit's, bitsandbytes NF4, ComfyUI and BFL FP8).
+    Dequantize(DequantizeArgs),
+    /// Compare two checkpoints tensor by tensor: relative error, max abs error and SNR of A
+    /// against the reference B (schema of --json: formats/dequantize-diff.md).
+    ///
+    /// Tensors are matched by BFL name; a diffusers-named side is mapped to BFL names first.
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DequantizeArgs {
+    /// Checkpoint to decode.
+    pub(crate) input: PathBuf,
+    /// Output file (.safetensors unless --force).
+    #[arg(short, long, value_name = "OUT.safetensors")]
+    pub(crate) output: PathBuf,
+    /// Element type written.
+    #[arg(long, value_enum, default_value_t = OutDtype::Bf16)]
+    pub(crate) dtype: OutDtype,
+    /// Write the output even if its extension is not .safetensors.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum OutDtype {
+    /// bfloat16, rounded to nearest even.
+    Bf16,
+    /// float32, exactly as decoded.
+    F32,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DiffArgs {
+    /// The checkpoint under test.
+    pub(crate) a: PathBuf,
+    /// The reference: errors are relative to its values.
+    pub(crate) b: PathBuf,
+    /// Print JSON instead of a table (schema: formats/dequantize-diff.md).
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]

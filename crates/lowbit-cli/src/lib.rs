@@ -8,6 +8,8 @@
 
 mod cli;
 mod convert;
+mod dequantize;
+mod diff;
 mod inspect;
 mod output;
 
@@ -21,6 +23,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Inspect(args) => inspect::run(&args),
         cli::Command::Convert(args) => convert::run(&args),
+        cli::Command::Dequantize(args) => dequantize::run(&args),
+        cli::Command::Diff(args) => diff::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

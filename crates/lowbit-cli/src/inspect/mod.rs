@@ -14,7 +14,7 @@ use crate::output;
 use anyhow::Context;
 use lowbit_arch::{Block, Detection, block_of, detect};
 use lowbit_checkpoint::gguf::{Value, type_id};
-use lowbit_checkpoint::{Checkpoint, Metadata};
+use lowbit_checkpoint::{Checkpoint, Layer, Metadata};
 use serde::Serialize;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -22,7 +22,24 @@ use std::collections::BTreeMap;
 /// Runs `lowbit inspect`.
 pub(crate) fn run(args: &InspectArgs) -> anyhow::Result<()> {
     let ckpt = Checkpoint::open(&args.path)?;
-    let report = Report::build(&ckpt);
+    let layers = match ckpt.layers() {
+        Ok(layers) => layers,
+        // A layout no rule explains is still worth showing: its tensors as stored.
+        Err(e @ lowbit_checkpoint::Error::UnknownLayout { .. }) => {
+            output::note(&format!("note: {e}; showing the tensors as stored"));
+            ckpt.tensors()
+                .iter()
+                .map(|t| Layer {
+                    name: t.name.clone(),
+                    shape: t.shape.clone(),
+                    scheme: None,
+                    stored: vec![t.name.clone()],
+                })
+                .collect()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let report = Report::build(&ckpt, &layers);
     if let Some(out) = &args.plot {
         let svg = plot::svg(&report)
             .with_context(|| format!("{}: cannot draw the plot", out.display()))?;
@@ -92,6 +109,8 @@ pub(crate) struct Report {
     pub(crate) total_bytes: u64,
     pub(crate) bits_per_weight: f64,
     pub(crate) tensors: Vec<TensorRow>,
+    /// Tensors in the file(s); more than `tensors` when packed layouts store companions.
+    pub(crate) stored_tensors: u64,
     pub(crate) files: Vec<String>,
     pub(crate) prefix: String,
     pub(crate) by_type: Vec<Group>,
@@ -99,17 +118,23 @@ pub(crate) struct Report {
     pub(crate) metadata: BTreeMap<String, serde_json::Value>,
 }
 
-/// One logical weight.
+/// One logical weight: a dense tensor, or all the tensors of a packed layout.
 #[derive(Debug, Serialize)]
 pub(crate) struct TensorRow {
     pub(crate) name: String,
     pub(crate) shape: Vec<u64>,
+    /// The scheme of a packed layout (`nf4:dq`), else the storage type (`BF16`, `Q4_K`).
     #[serde(rename = "type")]
-    pub(crate) ty: &'static str,
+    pub(crate) ty: String,
     pub(crate) params: u64,
+    /// Bytes of every stored tensor.
     pub(crate) bytes: u64,
     pub(crate) bits_per_weight: f64,
     pub(crate) block: String,
+    /// The scheme (`comfy:fp8`, `fp8` for a plain FP8 matrix), or null.
+    pub(crate) scheme: Option<String>,
+    /// The stored tensors, in the scheme's order (the tensor itself when dense).
+    pub(crate) stored: Vec<String>,
     #[serde(skip)]
     pub(crate) block_key: Block,
 }
@@ -157,21 +182,30 @@ fn natural_cmp(a: &str, b: &str) -> Ordering {
 }
 
 impl Report {
-    pub(crate) fn build(ckpt: &Checkpoint) -> Report {
+    pub(crate) fn build(ckpt: &Checkpoint, layers: &[Layer]) -> Report {
         let det: Detection = detect(ckpt.tensors().iter().map(|t| t.name.as_str()));
-        let mut tensors: Vec<TensorRow> = ckpt
-            .tensors()
+        let mut tensors: Vec<TensorRow> = layers
             .iter()
-            .map(|t| {
-                let block_key = block_of(&t.name, &det);
+            .map(|l| {
+                let block_key = block_of(&l.name, &det);
+                let stored = l.stored.iter().filter_map(|n| ckpt.tensor(n));
+                let bytes = stored.clone().map(|t| t.bytes).sum();
+                let ty = match (l.is_packed(), l.scheme, stored.clone().next()) {
+                    (true, Some(s), _) => s.to_string(),
+                    (_, _, Some(t)) => t.ty.name().to_owned(),
+                    _ => String::new(),
+                };
+                let params = l.params();
                 TensorRow {
-                    name: t.name.clone(),
-                    shape: t.shape.clone(),
-                    ty: t.ty.name(),
-                    params: t.params,
-                    bytes: t.bytes,
-                    bits_per_weight: t.bits_per_weight(),
+                    name: l.name.clone(),
+                    shape: l.shape.clone(),
+                    ty,
+                    params,
+                    bytes,
+                    bits_per_weight: bpw(bytes, params),
                     block: block_key.to_string(),
+                    scheme: l.scheme.map(|s| s.to_string()),
+                    stored: l.stored.clone(),
                     block_key,
                 }
             })
@@ -203,7 +237,7 @@ impl Report {
             }
             out
         };
-        let mut by_type = group(&|t| t.ty.to_owned());
+        let mut by_type = group(&|t| t.ty.clone());
         by_type.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name)));
         let by_block = group(&|t| t.block.clone());
 
@@ -227,6 +261,7 @@ impl Report {
             total_params,
             total_bytes,
             bits_per_weight: bpw(total_bytes, total_params),
+            stored_tensors: ckpt.tensors().len() as u64,
             files: ckpt.files().map(|p| p.display().to_string()).collect(),
             prefix: det.prefix,
             by_type,

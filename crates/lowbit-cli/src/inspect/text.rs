@@ -84,9 +84,15 @@ pub(crate) fn render(r: &Report, with_tensors: bool) -> String {
     let prefix =
         if r.prefix.is_empty() { String::new() } else { format!(", prefix `{}`", r.prefix) };
     let _ = writeln!(out, "architecture  {}{naming}{prefix}", r.architecture);
+    let stored = r.tensors.len() as u64;
+    let packed = if r.stored_tensors == stored {
+        String::new()
+    } else {
+        format!(" (in {} stored tensors)", r.stored_tensors)
+    };
     let _ = writeln!(
         out,
-        "total         {} tensors, {} parameters, {} ({} bytes), {:.3} bits/weight\n",
+        "total         {} tensors{packed}, {} parameters, {} ({} bytes), {:.3} bits/weight\n",
         r.tensors.len(),
         human_params(r.total_params),
         human_bytes(r.total_bytes),
@@ -110,7 +116,7 @@ pub(crate) fn render(r: &Report, with_tensors: bool) -> String {
             tensors.add_row(vec![
                 t.name.clone(),
                 if shape.is_empty() { "scalar".into() } else { shape },
-                t.ty.to_owned(),
+                t.ty.clone(),
                 t.params.to_string(),
                 t.bytes.to_string(),
                 format!("{:.3}", t.bits_per_weight),
