@@ -63,6 +63,20 @@ mod tests {
     }
 
     #[test]
+    fn codes_are_clamped_round_half_even() {
+        let mut rng = lowbit_fixtures::rng::Rng::new(3);
+        let x: Vec<f32> = (0..4096).map(|_| rng.normal() as f32 * 0.02).collect();
+        let g = gamma(abs_sum(&x), x.len() as u64);
+        let mut out = vec![9u8; x.len()];
+        codes(&x, g, &mut out);
+        for (&v, &c) in x.iter().zip(&out) {
+            let want = (v / g).round_ties_even().clamp(-1.0, 1.0) + 1.0;
+            assert_eq!(f32::from(c), want, "{v} / {g}");
+        }
+        assert!(out.contains(&0) && out.contains(&1) && out.contains(&2));
+    }
+
+    #[test]
     fn gamma_is_the_floored_mean() {
         assert_eq!(abs_sum(&[1.0, -2.0, 0.5]), 3.5);
         assert_eq!(gamma(3.5, 3), (3.5f64 / 3.0) as f32);
