@@ -209,6 +209,10 @@ mod tests {
         let (mut ok, mut err) = (0, 0);
         for scheme in schemes {
             for (n, k) in [(0u64, 0u64), (1, 4), (4, 32), (8, 64), (3, 8), (4, 7)] {
+                #[expect(
+                    clippy::reversed_empty_ranges,
+                    reason = "a reversed range must be rejected"
+                )]
                 for rows in [0..0, 0..1, 1..3, 0..n, 2..1, n..n + 1] {
                     for a in [0, 1, 2, 8, 16, 32, 64] {
                         for b in [0, 1, 2, 8, 16] {
