@@ -192,4 +192,44 @@ mod tests {
         let e = decode(&[&bad, &scale], ch, 2, 4, 0..2, &mut out).unwrap_err();
         assert_eq!(e.to_string(), "`weight`: code 3 at row 1, column 2 is not a ternary code");
     }
+
+    #[test]
+    fn no_panic_on_any_length() {
+        // Every decoder of this crate's ternary, BitNet and int4 layouts, on every small shape,
+        // row range and stored length: an error or a value, never a panic.
+        let bytes = [0x11u8; 64];
+        let schemes = [
+            crate::Scheme::Ternary { scale: ScaleGranularity::Channel },
+            crate::Scheme::Ternary { scale: ScaleGranularity::Tensor },
+            crate::Scheme::Bitnet,
+            crate::Scheme::Int4 { group: 32, asym: false },
+            crate::Scheme::Int4 { group: 32, asym: true },
+        ];
+        let mut out = vec![0.0f32; 256];
+        let (mut ok, mut err) = (0, 0);
+        for scheme in schemes {
+            for (n, k) in [(0u64, 0u64), (1, 4), (4, 32), (8, 64), (3, 8), (4, 7)] {
+                #[expect(
+                    clippy::reversed_empty_ranges,
+                    reason = "a reversed range must be rejected"
+                )]
+                for rows in [0..0, 0..1, 1..3, 0..n, 2..1, n..n + 1] {
+                    for a in [0, 1, 2, 8, 16, 32, 64] {
+                        for b in [0, 1, 2, 8, 16] {
+                            let len = (rows.end.saturating_sub(rows.start) * k) as usize;
+                            let stored: [&[u8]; 3] = [&bytes[..a], &bytes[..b], &bytes[..b]];
+                            let out = &mut out[..len.min(256)];
+                            for s in [&stored[..2], &stored[..]] {
+                                match scheme.decode(s, n, k, rows.clone(), out) {
+                                    Ok(()) => ok += 1,
+                                    Err(_) => err += 1,
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(ok > 0 && err > ok, "{ok} decoded, {err} rejected");
+    }
 }

@@ -4,11 +4,20 @@
 /// The smallest γ: BitNet's floor, which keeps an all-zero weight from dividing by zero.
 pub const GAMMA_FLOOR: f32 = 1e-5;
 
-/// Σ|x|, accumulated in `f64` in index order (so a per-tensor sum over chunks, added in order,
-/// does not depend on how the tensor was cut).
+/// Σ|x|, accumulated in `f64` in index order from 0: the rule's sum for one row (per channel)
+/// or for a tensor held in one slice. For a tensor read in chunks, use [`abs_sum_from`]:
+/// adding the per-chunk sums rounds differently and would make γ depend on the chunking.
 #[must_use]
 pub fn abs_sum(x: &[f32]) -> f64 {
-    x.iter().fold(0.0f64, |a, &v| a + f64::from(v.abs()))
+    abs_sum_from(0.0, x)
+}
+
+/// Continues an index-order sum: `acc + |x[0]| + |x[1]| + …`, left to right in `f64`. Folding
+/// the chunks of a tensor in order through this gives exactly `abs_sum` of the whole tensor,
+/// whatever the chunk sizes.
+#[must_use]
+pub fn abs_sum_from(acc: f64, x: &[f32]) -> f64 {
+    x.iter().fold(acc, |a, &v| a + f64::from(v.abs()))
 }
 
 /// γ from Σ|W| over `count` elements: the mean rounded to `f32`, at least 1e-5 (also when
@@ -39,7 +48,7 @@ pub fn codes(x: &[f32], gamma: f32, out: &mut [u8]) {
 
 #[cfg(test)]
 mod tests {
-    use super::{abs_sum, codes, gamma};
+    use super::{abs_sum, abs_sum_from, codes, gamma};
 
     #[test]
     fn rounds_half_to_even_and_clamps() {
@@ -54,6 +63,20 @@ mod tests {
     }
 
     #[test]
+    fn codes_are_clamped_round_half_even() {
+        let mut rng = lowbit_fixtures::rng::Rng::new(3);
+        let x: Vec<f32> = (0..4096).map(|_| rng.normal() as f32 * 0.02).collect();
+        let g = gamma(abs_sum(&x), x.len() as u64);
+        let mut out = vec![9u8; x.len()];
+        codes(&x, g, &mut out);
+        for (&v, &c) in x.iter().zip(&out) {
+            let want = (v / g).round_ties_even().clamp(-1.0, 1.0) + 1.0;
+            assert_eq!(f32::from(c), want, "{v} / {g}");
+        }
+        assert!(out.contains(&0) && out.contains(&1) && out.contains(&2));
+    }
+
+    #[test]
     fn gamma_is_the_floored_mean() {
         assert_eq!(abs_sum(&[1.0, -2.0, 0.5]), 3.5);
         assert_eq!(gamma(3.5, 3), (3.5f64 / 3.0) as f32);
@@ -64,5 +87,9 @@ mod tests {
         let tiny = (2.0f64).powi(-53) as f32;
         assert_eq!(abs_sum(&[1.0, tiny, tiny]), 1.0);
         assert_eq!(abs_sum(&[tiny, tiny, 1.0]), 1.0 + 2.0 * f64::from(tiny));
+        // Chunked: continuing the sum is the whole sum; adding chunk sums is not.
+        let x = [tiny, 1.0, tiny, tiny];
+        assert_eq!(abs_sum_from(abs_sum(&x[..2]), &x[2..]), abs_sum(&x));
+        assert_ne!(abs_sum(&x[..2]) + abs_sum(&x[2..]), abs_sum(&x));
     }
 }
