@@ -179,7 +179,7 @@ fn whole(scheme: Scheme, j: usize, stat: &Stat, shape: [u64; 2], source: Dtype) 
     let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     match (scheme, j) {
         (Scheme::Ternary { .. }, 1) => fp32_to_bf16(stat.gamma).to_le_bytes().to_vec(),
-        (Scheme::Bitnet, 1) => fp32_to_bf16(1.0 / stat.gamma).to_le_bytes().to_vec(),
+        (Scheme::Bitnet, 1) => lowbit_layout::bitnet::stored_scale(stat.gamma).to_le_bytes().to_vec(),
         (Scheme::ComfyFp8 { format }, 1) => {
             packed::fp8::comfy_scale(stat.amax, format).to_le_bytes().to_vec()
         }

@@ -30,7 +30,6 @@ pub(crate) struct Stat {
 /// What one task contributes.
 #[derive(Default)]
 struct Partial {
-    abs_sum: f64,
     amax: f32,
     absmax: Vec<f32>,
 }
@@ -53,8 +52,7 @@ fn task(
                 .collect(),
             ..Partial::default()
         },
-        Scheme::ComfyFp8 { .. } => Partial { amax: packed::fp8::amax(&x), ..Partial::default() },
-        _ => Partial { abs_sum: packed::ternary::abs_sum(&x), ..Partial::default() },
+        _ => Partial { amax: packed::fp8::amax(&x), ..Partial::default() },
     })
 }
 
@@ -75,6 +73,22 @@ pub(crate) fn stats(
             return Err(Error::Cancelled);
         }
         let numel = t.numel();
+        if matches!(scheme, Scheme::Ternary { .. } | Scheme::Bitnet) {
+            // γ's sum runs in index order over the whole tensor (formats/ternary.md), one
+            // running f64 sum: adding per-task sums would round differently.
+            let mut acc = 0f64;
+            let mut x = Vec::new();
+            let mut scratch = Vec::new();
+            for s in (0..numel).step_by(TASK_ELEMS as usize) {
+                let e = (s + TASK_ELEMS).min(numel);
+                #[expect(clippy::cast_possible_truncation, reason = "a task is small")]
+                x.resize((e - s) as usize, 0.0);
+                gather(ckpt, t, s..e, &mut x, &mut scratch, allow_non_finite)?;
+                acc = packed::ternary::abs_sum_from(acc, &x);
+            }
+            out[i] = Stat { gamma: packed::ternary::gamma(acc, numel), ..Stat::default() };
+            continue;
+        }
         let starts: Vec<u64> = (0..numel).step_by(TASK_ELEMS as usize).collect();
         let parts: Vec<Result<Partial, Error>> = starts
             .par_iter()
@@ -83,12 +97,11 @@ pub(crate) fn stats(
         let mut total = Partial::default();
         for p in parts {
             let p = p?;
-            total.abs_sum += p.abs_sum;
             total.amax = total.amax.max(p.amax);
             total.absmax.extend_from_slice(&p.absmax);
         }
         out[i] = Stat {
-            gamma: packed::ternary::gamma(total.abs_sum, numel),
+            gamma: 0.0,
             amax: total.amax,
             nf4_offset: if total.absmax.is_empty() {
                 0.0
