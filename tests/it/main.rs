@@ -20,6 +20,7 @@ mod fixtures;
 mod inspect;
 mod interop;
 mod naming;
+mod nf4;
 mod quant_exact;
 mod safety;
 mod support;

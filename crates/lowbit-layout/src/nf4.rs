@@ -16,7 +16,7 @@ pub const CODE: [f32; 16] = [
     -0.184_773_430_228_233_34,
     -0.091_050_036_251_544_95,
     0.0,
-    0.079_580_295_085_906_98,
+    0.079_580_299_556_255_34,
     0.160_930_201_411_247_25,
     0.246_112_301_945_686_34,
     0.337_915_241_718_292_24,
@@ -26,24 +26,30 @@ pub const CODE: [f32; 16] = [
     1.0,
 ];
 
-/// `steps` values from `start` to `end` in F32, as torch's `linspace` computes them on the CPU
-/// (the first half from `start`, the second half back from `end`).
+/// `steps` values from `start` to `end` in F32, as torch's `linspace` computes them on the CPU:
+/// an F32 step, then `start + step·i` for the first half and `end − step·(steps−1−i)` for the
+/// second, each rounded once (a fused multiply-add; here exact in F64, then rounded).
 fn linspace(start: f32, end: f32, steps: usize, out: &mut [f32]) {
     #[expect(clippy::cast_precision_loss, reason = "small counts")]
-    let step = (end - start) / (steps - 1) as f32;
+    let step = f64::from((end - start) / (steps - 1) as f32);
     let half = steps / 2;
     for (i, o) in out.iter_mut().enumerate().take(steps) {
         #[expect(clippy::cast_precision_loss, reason = "small counts")]
-        let v = if i < half { start + step * i as f32 } else { end - step * (steps - i - 1) as f32 };
+        let v = if i < half {
+            f64::from(start) + step * i as f64
+        } else {
+            f64::from(end) - step * (steps - i - 1) as f64
+        };
+        #[expect(clippy::cast_possible_truncation, reason = "rounded to F32 once, as torch does")]
+        let v = v as f32;
         *o = v;
     }
 }
 
 /// bitsandbytes' signed 8-bit dynamic map (`nested_quant_map`, `create_dynamic_map(signed=True)`):
 /// for exponents `i` in 0..7, the midpoints of `2^i + 1` points evenly spaced over [0.1, 1],
-/// times `10^(i-6)`, with both signs; plus 0 and 1, sorted. The first entry is −1 rather than
-/// the map's −0.99297: bitsandbytes' CPU blockwise quantizer overwrites it in place (its binary
-/// search needs the range [−1, 1]) before the map is saved.
+/// times `10^(i-6)` (the product in F32), with both signs; plus 0 and 1, sorted. The smallest
+/// entry is −0.99297, so values in [−1, −0.99297) take code 0.
 #[must_use]
 pub fn nested_code() -> [f32; 256] {
     let mut data = [0.0f32; 256];
@@ -64,7 +70,6 @@ pub fn nested_code() -> [f32; 256] {
     data[len] = 0.0;
     data[len + 1] = 1.0;
     data.sort_by(f32::total_cmp);
-    data[0] = -1.0;
     data
 }
 
@@ -283,7 +288,7 @@ mod tests {
         assert_eq!(quant_state_json([256, 512], Dtype::BF16, Some(2.599_750_5)).len(), 168);
         assert!(CODE.windows(2).all(|w| w[0] < w[1]));
         let nested = nested_code();
-        assert_eq!((nested[0], nested[255]), (-1.0, 1.0));
+        assert_eq!((nested[0], nested[127], nested[255]), (-0.992_968_75, 0.0, 1.0));
         assert!(nested.windows(2).all(|w| w[0] < w[1]));
     }
 }

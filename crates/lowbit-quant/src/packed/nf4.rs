@@ -114,7 +114,7 @@ pub fn double_quant(absmax: &[f32], offset: f32, codes: &mut [u8], nested_absmax
         *nm = m;
         for (c, &v) in out.iter_mut().zip(a.iter()) {
             let x = v / m;
-            // Index of the last entry <= x (the map is sorted, map[0] = -1 <= x).
+            // Index of the last entry <= x, or 0 below the map's smallest entry.
             let mut lo = 0usize;
             let mut len = 256usize;
             while len > 1 {
