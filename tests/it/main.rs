@@ -17,6 +17,7 @@ mod chunks;
 mod convert;
 mod diffusers;
 mod fixtures;
+mod fp8;
 mod inspect;
 mod interop;
 mod naming;
