@@ -45,7 +45,12 @@ fn fp8_encode_matches_ml_dtypes_on_every_bf16() {
                 bad.push(format!("{v:e}: ours {ours:#04x} ml_dtypes {:#04x}", want[i]));
             }
         }
-        assert!(bad.is_empty(), "{name}: {} mismatches, first {:?}", bad.len(), &bad[..bad.len().min(8)]);
+        assert!(
+            bad.is_empty(),
+            "{name}: {} mismatches, first {:?}",
+            bad.len(),
+            &bad[..bad.len().min(8)]
+        );
         for nan in [f32::NAN, -f32::NAN] {
             let code = fp8::encode(nan, format);
             let back = match format {
@@ -92,7 +97,9 @@ fn to_f32(bits: &[u16]) -> Vec<f32> {
 #[test]
 fn comfy_fp8_matches_comfy_kitchen() {
     let (n, k) = (24, 160);
-    for (mode, format, seed) in [("comfy-e4m3", Fp8Format::E4M3, 11), ("comfy-e5m2", Fp8Format::E5M2, 12)] {
+    for (mode, format, seed) in
+        [("comfy-e4m3", Fp8Format::E4M3, 11), ("comfy-e5m2", Fp8Format::E5M2, 12)]
+    {
         let bits = weights(seed, n, k);
         // A whole tensor of one scale, so that small values meet FP8's subnormals.
         let theirs = reference(mode, &bits, n, k);

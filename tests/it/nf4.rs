@@ -115,10 +115,8 @@ fn check_case(name: &str, bits: &[u16], n: usize, k: usize) {
     nf4::double_quant(&absmax, ours, &mut own, &mut nested);
     let own_off = own.iter().zip(&want).filter(|(a, b)| a != b).count();
     assert!(own.iter().zip(&want).all(|(&a, &b)| a.abs_diff(b) <= 1), "{name}: codes off by >1");
-    println!(
-        "{name}: absmax codes differing by 1 from bitsandbytes: {off}/{blocks} with its offset, \
-         {own_off}/{blocks} with ours ({ulps} ulp from torch's mean)"
-    );
+    // Measured: 3 of 2048 (256x512) and 3 of 2304 (48x3072) differ, the same with either offset.
+    assert!(own_off * 100 <= blocks, "{name}: {own_off}/{blocks} absmax codes differ (our mean)");
 }
 
 fn check_decode(

@@ -33,9 +33,7 @@ pub fn layerwise_casting_skips(bfl_name: &str) -> bool {
     if parts.iter().any(|p| p.contains("norm")) {
         return true;
     }
-    parts
-        .windows(2)
-        .any(|w| matches!(w, ["img_mod" | "txt_mod" | "modulation", "lin"]))
+    parts.windows(2).any(|w| matches!(w, ["img_mod" | "txt_mod" | "modulation", "lin"]))
 }
 
 /// The tensors of one weight, in [`crate::Scheme::stored`] order, after checking their count.
@@ -223,7 +221,8 @@ mod tests {
             .unwrap();
         assert_eq!(out, [0.5, 1.0, -0.5, 224.0]);
         let other = comfy_marker(Fp8Format::E5M2);
-        let wrong = decode_comfy(&[&w, &scale, other.as_bytes()], Fp8Format::E4M3, 2, 2, 0..2, &mut out);
+        let wrong =
+            decode_comfy(&[&w, &scale, other.as_bytes()], Fp8Format::E4M3, 2, 2, 0..2, &mut out);
         assert!(matches!(wrong, Err(Error::Value { .. })));
 
         let scales: Vec<u8> = [2.0f32, 0.25].iter().flat_map(|s| s.to_le_bytes()).collect();

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::ops::Range;
 
 /// The NF4 code table (`quant_map`), bitsandbytes' values.
+#[expect(clippy::excessive_precision, reason = "bitsandbytes' decimal values, as it writes them")]
 pub const CODE: [f32; 16] = [
     -1.0,
     -0.696_192_800_998_687_7,
@@ -164,9 +165,16 @@ fn parse_state(json: &[u8], n: u64, k: u64, double_quant: bool) -> Result<f32, E
     const T: &str = "weight.quant_state.bitsandbytes__nf4";
     let v: serde_json::Value =
         serde_json::from_slice(json).map_err(|e| bad(T, format!("not JSON: {e}")))?;
-    let shape: Option<Vec<u64>> = v["shape"].as_array().map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect());
+    let shape: Option<Vec<u64>> =
+        v["shape"].as_array().map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect());
     if v["quant_type"] != "nf4" || v["blocksize"] != NF4_BLOCK || shape != Some(vec![n, k]) {
-        return Err(bad(T, format!("{} does not describe nf4, blocksize 64, shape [{n}, {k}]", String::from_utf8_lossy(json))));
+        return Err(bad(
+            T,
+            format!(
+                "{} does not describe nf4, blocksize 64, shape [{n}, {k}]",
+                String::from_utf8_lossy(json)
+            ),
+        ));
     }
     if !double_quant {
         return Ok(0.0);
@@ -199,12 +207,16 @@ pub fn decode(
     if stored.len() != want {
         return Err(bad("weight", format!("nf4 stores {want} tensors, {} given", stored.len())));
     }
-    let numel = n.checked_mul(k).ok_or_else(|| bad("weight", format!("shape [{n}, {k}] overflows")))?;
+    let numel =
+        n.checked_mul(k).ok_or_else(|| bad("weight", format!("shape [{n}, {k}] overflows")))?;
     if rows.start > rows.end || rows.end > n {
         return Err(bad("weight", format!("rows {rows:?} outside [0, {n})")));
     }
     if out.len() as u64 != (rows.end - rows.start) * k {
-        return Err(bad("weight", format!("output holds {} values for {} rows", out.len(), rows.end - rows.start)));
+        return Err(bad(
+            "weight",
+            format!("output holds {} values for {} rows", out.len(), rows.end - rows.start),
+        ));
     }
     let blocks = numel.div_ceil(NF4_BLOCK);
     check_len("weight", stored[0], numel.div_ceil(2))?;
@@ -236,7 +248,8 @@ pub fn decode(
     };
     let packed = stored[0];
     let block = NF4_BLOCK as usize;
-    let first = usize::try_from(rows.start * k).map_err(|_| bad("weight", "too large".to_owned()))?;
+    let first =
+        usize::try_from(rows.start * k).map_err(|_| bad("weight", "too large".to_owned()))?;
     let mut e = first;
     let mut i = 0;
     // One block (or the part of it inside `rows`) at a time.

@@ -13,7 +13,6 @@ use lowbit_layout::Fp8Format;
 #[inline(always)]
 fn encode_with<const M: u32, const BIAS: u32>(x: f32, max: f32) -> u8 {
     let bits = x.to_bits();
-    #[expect(clippy::cast_possible_truncation, reason = "the sign bit, shifted into 8 bits")]
     let sign = ((bits >> 24) & 0x80) as u8;
     let abs = f32::from_bits(bits & 0x7fff_ffff);
     let nan = abs.is_nan();
