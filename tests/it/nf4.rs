@@ -164,3 +164,48 @@ fn nf4_matches_bitsandbytes() {
     check_case("zero tail", &weights(5, 1, 80, 64..80), 1, 80);
     check_case("flux-like 48x3072", &weights(6, 48, 3072, 0..0), 48, 3072);
 }
+
+/// End to end (needs `lowbit convert --to nf4`): every layer the tiny fixture's conversion
+/// quantized equals bitsandbytes' `quantize_4bit` of the original BF16 weight, tensor for tensor.
+#[test]
+fn convert_nf4_matches_bitsandbytes_per_layer() {
+    use crate::support::{convert_ok, read_at, root, safetensors_entries};
+    let fixture = root().join("fixtures/flux-tiny-bfl.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    for (flags, key) in
+        [(&["--to", "nf4"][..], "plain"), (&["--to", "nf4", "--nf4-double-quant"][..], "dq")]
+    {
+        let out = dir.path().join(format!("{key}.safetensors"));
+        convert_ok(&fixture, &out, flags);
+        let ours = safetensors_entries(&out);
+        let source = safetensors_entries(&fixture);
+        let marker = ".weight.quant_state.bitsandbytes__nf4";
+        let modules: Vec<&str> = ours.keys().filter_map(|k| k.strip_suffix(marker)).collect();
+        assert!(!modules.is_empty(), "{key}: no NF4 layer in the output");
+        for m in modules {
+            let src = &source[&format!("{m}.weight")];
+            assert_eq!(src.dtype, "BF16", "{m}");
+            let [n, k] = src.shape[..] else { panic!("{m}: not 2-D") };
+            let raw = read_at(&fixture, src.bytes.clone());
+            let bits: Vec<u16> =
+                raw.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
+            let theirs = bnb(&bits, n as usize, k as usize);
+            let theirs = &theirs[key];
+            let get = |suffix: &str| read_at(&out, ours[&format!("{m}.{suffix}")].bytes.clone());
+            assert_eq!(get("weight"), hex(&theirs["weight"]), "{key} {m}: weight");
+            assert_eq!(get("weight.quant_map"), hex(&theirs["quant_map"]), "{key} {m}: quant_map");
+            let absmax = get("weight.absmax");
+            let want = hex(&theirs["absmax"]);
+            if key == "plain" {
+                assert_eq!(absmax, want, "{m}: absmax");
+                assert_eq!(get(&marker[1..]), hex(&theirs[&marker[8..]]), "{m}: quant state");
+            } else {
+                assert!(
+                    absmax.iter().zip(&want).all(|(a, b)| a.abs_diff(*b) <= 1),
+                    "{m}: absmax codes"
+                );
+                assert_eq!(get("weight.nested_quant_map"), hex(&theirs["nested_quant_map"]), "{m}");
+            }
+        }
+    }
+}
