@@ -1,38 +1,132 @@
 //! FP8 encoders: round to nearest even with explicit saturation at the format's largest finite
 //! value (bit-exact with `ml_dtypes` on every finite input), and the scaled variants of
 //! ComfyUI (per tensor, BF16 reciprocal) and BFL (`fp8r`, per row).
+//!
+//! The encoder is branch-free per element (two candidate codes and a select), so the loops over
+//! slices vectorise.
 
+use lowbit_dtype::f16::{bf16_to_fp32, fp32_to_bf16};
 use lowbit_layout::Fp8Format;
+
+/// Rounds `x` to an FP8 code with `M` mantissa bits and exponent bias `BIAS`, saturating at
+/// `max`. NaN becomes `S.1111111` (NaN in both formats).
+#[inline(always)]
+fn encode_with<const M: u32, const BIAS: u32>(x: f32, max: f32) -> u8 {
+    let bits = x.to_bits();
+    let sign = ((bits >> 24) & 0x80) as u8;
+    let abs = f32::from_bits(bits & 0x7fff_ffff);
+    let nan = abs.is_nan();
+    // `min` returns the non-NaN operand, so Inf saturates and NaN is replaced below.
+    let a = abs.min(max);
+    // Subnormal range (|x| < 2^(1-BIAS)): steps of 2^(1-BIAS-M); scaling by a power of two is
+    // exact, and adding and removing 2^23 rounds to an integer, ties to even.
+    let step_inv = f32::from_bits((127 + BIAS - 1 + M) << 23);
+    let magic = 8_388_608.0_f32;
+    #[expect(clippy::cast_possible_truncation, reason = "an integer below 2^(M+1) when used")]
+    #[expect(clippy::cast_sign_loss, reason = "non-negative")]
+    let sub = ((a * step_inv + magic) - magic) as u32;
+    // Normal range: round the f32 mantissa to M bits, ties to even, and rebias the exponent;
+    // a carry out of the mantissa correctly bumps the exponent.
+    let u = a.to_bits();
+    let rounded = u + ((1 << (22 - M)) - 1) + ((u >> (23 - M)) & 1);
+    let normal = (rounded >> (23 - M)).wrapping_sub((127 - BIAS) << M);
+    let min_normal = f32::from_bits((127 + 1 - BIAS) << 23);
+    let code = if a < min_normal { sub } else { normal };
+    #[expect(clippy::cast_possible_truncation, reason = "codes are below 0x80")]
+    let code = code as u8;
+    if nan { sign | 0x7f } else { sign | code }
+}
+
+#[inline(always)]
+fn e4m3(x: f32) -> u8 {
+    encode_with::<3, 7>(x, 448.0)
+}
+
+#[inline(always)]
+fn e5m2(x: f32) -> u8 {
+    encode_with::<2, 15>(x, 57344.0)
+}
 
 /// Encodes one value (NaN stays NaN).
 #[must_use]
 pub fn encode(x: f32, format: Fp8Format) -> u8 {
-    todo!("helper: {x} {format:?}")
+    match format {
+        Fp8Format::E4M3 => e4m3(x),
+        Fp8Format::E5M2 => e5m2(x),
+    }
+}
+
+/// Applies `f` element-wise from `x` into `out` (the shorter length wins).
+#[inline(always)]
+fn each(x: &[f32], out: &mut [u8], f: impl Fn(f32) -> u8) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = f(v);
+    }
 }
 
 /// Encodes `x` into `out` without a scale.
 pub fn plain(x: &[f32], format: Fp8Format, out: &mut [u8]) {
-    todo!("helper: {} {format:?} {}", x.len(), out.len())
+    match format {
+        Fp8Format::E4M3 => each(x, out, e4m3),
+        Fp8Format::E5M2 => each(x, out, e5m2),
+    }
 }
 
 /// max |x| (NaN-free input).
 #[must_use]
 pub fn amax(x: &[f32]) -> f32 {
-    todo!("helper: {}", x.len())
+    const L: usize = 16;
+    let mut acc = [0.0f32; L];
+    let mut chunks = x.chunks_exact(L);
+    for c in &mut chunks {
+        for (m, &v) in acc.iter_mut().zip(c) {
+            let a = v.abs();
+            *m = if a > *m { a } else { *m };
+        }
+    }
+    let mut m = 0.0f32;
+    for a in acc.into_iter().chain(chunks.remainder().iter().map(|v| v.abs())) {
+        m = if a > m { a } else { m };
+    }
+    m
 }
 
-/// ComfyUI's per-tensor scale for a tensor whose max |W| is `amax`.
+/// ComfyUI's per-tensor scale for a BF16 tensor whose max |W| is `amax`: comfy-kitchen computes
+/// `amax / finfo.max` on the BF16 tensor, so the quotient is rounded to BF16 (then stored as
+/// F32). An all-zero tensor (where comfy-kitchen would divide by zero) gets scale 1.
 #[must_use]
 pub fn comfy_scale(amax: f32, format: Fp8Format) -> f32 {
-    todo!("helper: {amax} {format:?}")
+    if amax == 0.0 {
+        return 1.0;
+    }
+    bf16_to_fp32(fp32_to_bf16(amax / format.max()))
 }
 
-/// ComfyUI's quantization of BF16 values `x` with per-tensor `scale`.
+/// ComfyUI's quantization of BF16 values `x` with per-tensor `scale`: the F32 reciprocal is
+/// rounded to BF16, each product `x · r` is rounded to BF16, clamped and encoded.
 pub fn comfy(x: &[f32], scale: f32, format: Fp8Format, out: &mut [u8]) {
-    todo!("helper: {} {scale} {format:?} {}", x.len(), out.len())
+    let r = bf16_to_fp32(fp32_to_bf16(1.0 / scale));
+    // The product of two BF16 values is exact in F32; one rounding to BF16 follows, as torch's
+    // BF16 multiply does. Rounding to nearest even on the bits (inputs are finite).
+    let round = |v: f32| {
+        let u = v.to_bits();
+        f32::from_bits(u.wrapping_add(0x7fff + ((u >> 16) & 1)) & 0xffff_0000)
+    };
+    match format {
+        Fp8Format::E4M3 => each(x, out, |v| e4m3(round(v * r))),
+        Fp8Format::E5M2 => each(x, out, |v| e5m2(round(v * r))),
+    }
 }
 
-/// BFL `fp8r`: whole rows of length `k`, codes into `out`, one FP32 scale per row into `scales`.
+/// BFL `fp8r`: whole rows of length `k`, codes into `out`, one FP32 scale per row into `scales`
+/// (diffusers' `quantize_fp8r`: `scale = max(amax/448, 1e-12)`, codes of `x / scale`).
 pub fn bfl_rows(x: &[f32], k: usize, out: &mut [u8], scales: &mut [f32]) {
-    todo!("helper: {} {k} {} {}", x.len(), out.len(), scales.len())
+    if k == 0 {
+        return;
+    }
+    for ((row, codes), s) in x.chunks_exact(k).zip(out.chunks_exact_mut(k)).zip(scales) {
+        let scale = (amax(row) / 448.0).max(1e-12);
+        *s = scale;
+        each(row, codes, |v| e4m3(v / scale));
+    }
 }
