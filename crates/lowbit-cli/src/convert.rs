@@ -82,7 +82,7 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
     if folder {
         check_folder(out_arg)?;
     }
-    if !(folder && !out_arg.exists()) {
+    if !folder || out_arg.exists() {
         check_output(&ckpt, &out, &recipe.target, args.force_extension)?;
     }
     let source_name = args

@@ -179,7 +179,9 @@ fn whole(scheme: Scheme, j: usize, stat: &Stat, shape: [u64; 2], source: Dtype) 
     let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     match (scheme, j) {
         (Scheme::Ternary { .. }, 1) => fp32_to_bf16(stat.gamma).to_le_bytes().to_vec(),
-        (Scheme::Bitnet, 1) => lowbit_layout::bitnet::stored_scale(stat.gamma).to_le_bytes().to_vec(),
+        (Scheme::Bitnet, 1) => {
+            lowbit_layout::bitnet::stored_scale(stat.gamma).to_le_bytes().to_vec()
+        }
         (Scheme::ComfyFp8 { format }, 1) => {
             packed::fp8::comfy_scale(stat.amax, format).to_le_bytes().to_vec()
         }
@@ -311,7 +313,7 @@ fn input_ranges(t: &PlannedTensor, u: Range<u64>) -> Vec<Range<u64>> {
             let q = t.shape[0] / 4;
             (0..4).map(|i| (i * q + u.start) * k..(i * q + u.end) * k).collect()
         }
-        _ => vec![u.start * k..u.end * k],
+        _ => std::iter::once(u.start * k..u.end * k).collect(),
     }
 }
 

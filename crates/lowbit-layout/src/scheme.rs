@@ -201,13 +201,13 @@ impl Scheme {
     pub fn fits(&self, n: u64, k: u64) -> Result<(), Unfit> {
         let unfit = |s: String| Err(Unfit(s));
         match *self {
-            Scheme::Ternary { .. } if k % 4 != 0 => {
+            Scheme::Ternary { .. } if !k.is_multiple_of(4) => {
                 unfit(format!("row length {k} is not a multiple of 4 (four codes per byte)"))
             }
-            Scheme::Bitnet if n % 4 != 0 => {
+            Scheme::Bitnet if !n.is_multiple_of(4) => {
                 unfit(format!("{n} rows are not a multiple of 4 (BitNet packs row quarters)"))
             }
-            Scheme::Int4 { group, .. } if k % u64::from(group) != 0 => {
+            Scheme::Int4 { group, .. } if !k.is_multiple_of(u64::from(group)) => {
                 unfit(format!("row length {k} is not a multiple of the group size {group}"))
             }
             _ => Ok(()),

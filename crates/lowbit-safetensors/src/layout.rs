@@ -64,7 +64,7 @@ impl Layout {
         }
         // serde_json's map sorts keys; the bytes are a function of the input alone.
         let mut text = serde_json::to_vec(&Value::Object(map)).unwrap_or_default();
-        while text.len() % 8 != 0 {
+        while !text.len().is_multiple_of(8) {
             text.push(b' ');
         }
         if text.len() as u64 > MAX_HEADER_LEN {
