@@ -172,11 +172,24 @@ pub(crate) fn run(names: &[&str]) -> anyhow::Result<()> {
     );
     for target in &targets {
         let out = dir.join(format!("flux-3072-{}.{}", target.name.replace(':', "-"), target.ext));
-        let (t, t_min, stderr) = median_run(&out, || {
+        let timed = median_run(&out, || {
             let mut c = Command::new(&lowbit);
             c.arg("convert").arg(&input).arg("-o").arg(&out).args(target.args);
             c
-        })?;
+        });
+        let (t, t_min, stderr) = match timed {
+            Ok(timed) => timed,
+            // A quantizer still `todo!()` in this build: say so and time the other targets.
+            Err(e) if format!("{e:#}").contains("not yet implemented") => {
+                println!(
+                    "{:<28} {:>8} (a quantizer is todo!() in this build)",
+                    format!("lowbit convert {}", target.name),
+                    "–"
+                );
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         std::fs::remove_file(&out)?;
         let vs_cp = t.as_secs_f64() / cp.as_secs_f64();
         println!(

@@ -79,13 +79,27 @@ pub(crate) fn table(lowbit: &Path, dir: &Path) -> anyhow::Result<()> {
         "| input | bf16 | – | {input_bytes} | {:.2} | 16.000 | 1.00× | |",
         input_bytes as f64 / 1e9
     );
+    let mut failed = 0;
     for (label, args, ext) in ROWS {
         let out = dir.join(format!("size-{}.{ext}", label.replace([' ', ':', '(', ')'], "-")));
         let mut cmd = Command::new(lowbit);
         cmd.arg("convert").arg(&input).arg("-o").arg(&out).args(args).arg("--dry-run");
         let result = cmd.output().with_context(|| format!("running {cmd:?}"))?;
         if !result.status.success() {
-            bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&result.stderr));
+            let stderr = String::from_utf8_lossy(&result.stderr);
+            if !stderr.contains("not yet implemented") {
+                bail!("{cmd:?} failed: {stderr}");
+            }
+            // A layout helper still `todo!()` in this build (NF4's quant_state JSON): say so and
+            // go on with the other rows.
+            let at = stderr
+                .split("panicked at ")
+                .nth(1)
+                .and_then(|r| r.split(&[':', '\n'][..]).next())
+                .unwrap_or("?");
+            println!("| {label} | – | – | – | – | – | – | dry run hit a todo!() in {at} |");
+            failed += 1;
+            continue;
         }
         let plan = parse_plan(&String::from_utf8_lossy(&result.stdout))
             .with_context(|| format!("{cmd:?}"))?;
@@ -103,6 +117,9 @@ pub(crate) fn table(lowbit: &Path, dir: &Path) -> anyhow::Result<()> {
             plan.bits,
             input_bytes as f64 / plan.file_bytes as f64
         );
+    }
+    if failed > 0 {
+        eprintln!("bench-size: {failed} rows need helpers that are still todo!() in this build");
     }
     println!(
         "\nbits/weight: tensor data over all parameters, kept layers (embedders, final layer, \
