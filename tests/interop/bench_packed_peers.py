@@ -4,8 +4,9 @@ the peers of `cargo xtask bench-packed`.
 Usage:
   python bench_packed_peers.py IN.f32 ROWS COLS [REPEATS [all|numpy|bnb]]
 
-IN.f32 holds ROWS x COLS little-endian f32 values (BF16-representable: a BF16 checkpoint's
-weights as lowbit decodes them). Every peer runs REPEATS times (default 3) on that matrix; the
+IN.f32 holds ROWS x COLS little-endian f32 values (the xtask writes BF16-representable ones: a
+BF16 checkpoint's weights as lowbit decodes them), or raw little-endian BF16 (told apart by the
+file's size). Every peer runs REPEATS times (default 3) on that matrix; the
 best time counts. The last argument picks the numpy/ml_dtypes peers, the bitsandbytes ones, or
 all (default). Prints one JSON object on stdout:
 
@@ -173,9 +174,13 @@ def main():
     path, rows, cols = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     repeats = int(sys.argv[4]) if len(sys.argv) >= 5 else 3
     group = sys.argv[5] if len(sys.argv) == 6 else "all"
-    w = np.fromfile(path, dtype="<f4")
-    if w.size != rows * cols:
-        sys.exit(f"bench_packed_peers: {path} holds {w.size} values, not {rows}x{cols}")
+    size = os.path.getsize(path)
+    if size == rows * cols * 4:
+        w = np.fromfile(path, dtype="<f4")
+    elif size == rows * cols * 2:  # raw BF16: the high half of an f32
+        w = (np.fromfile(path, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+    else:
+        sys.exit(f"bench_packed_peers: {path} is {size} bytes, not {rows}x{cols} f32 or BF16")
     w = w.reshape(rows, cols)
     peers, unavailable = {}, {}
     if group in ("all", "numpy"):
