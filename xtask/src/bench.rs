@@ -37,6 +37,14 @@ fn sparse(path: &Path, header: &[u8], data_len: u64) -> anyhow::Result<()> {
     Ok(lowbit_fixtures::write::sparse_file(path, header, data_len)?)
 }
 
+/// Writes the sparse FLUX.1-dev BF16 checkpoint (real header, a hole for the data) into `dir`.
+pub(crate) fn flux_dev_bf16(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let st = dir.join("flux1-dev-bf16.safetensors");
+    let (header, data_len) = bf16_header(&FluxConfig::DEV.tensors());
+    sparse(&st, &header, data_len)?;
+    Ok(st)
+}
+
 pub(crate) fn inspect() -> anyhow::Result<()> {
     let root = crate::workspace_root();
     crate::ci::sh(
@@ -49,9 +57,7 @@ pub(crate) fn inspect() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
 
     let tensors = FluxConfig::DEV.tensors();
-    let st = dir.join("flux1-dev-bf16.safetensors");
-    let (header, data_len) = bf16_header(&tensors);
-    sparse(&st, &header, data_len)?;
+    let st = flux_dev_bf16(&dir)?;
 
     let gg = dir.join("flux1-dev-q8_0.gguf");
     let (header, data_len) = lowbit_fixtures::gguf::flux_q8_0_header(&tensors);
@@ -113,8 +119,8 @@ pub(crate) fn inspect() -> anyhow::Result<()> {
 // --- bench-quant -------------------------------------------------------------------------------
 
 /// Rows and columns of the benchmark matrix: FLUX.1's `linear1`-like 12288×3072.
-const QUANT_ROWS: usize = 12288;
-const QUANT_COLS: usize = 3072;
+pub(crate) const QUANT_ROWS: usize = 12288;
+pub(crate) const QUANT_COLS: usize = 3072;
 /// Threads for lowbit and for ggml's C code.
 const QUANT_THREADS: usize = 2;
 /// Timed runs per implementation; the best counts.
@@ -137,7 +143,7 @@ const GGUF_QUANTIZES: [GgmlType; 10] = [
 ];
 
 /// A FLUX-like weight matrix: N(0, 1/3072) with sixteen outlier columns 10–30 times larger.
-fn flux_matrix() -> Vec<f32> {
+pub(crate) fn flux_matrix() -> Vec<f32> {
     let mut rng = Rng::new(lowbit_fixtures::SEED);
     let outliers: Vec<(usize, f64)> = (0..16)
         .map(|i| {

@@ -29,6 +29,11 @@ pub(crate) fn venv(root: &Path) -> anyhow::Result<std::path::PathBuf> {
     venv_from(root, "interop-venv", "requirements.txt")
 }
 
+/// Creates or refreshes the torch virtual environment (torch, diffusers) and returns its python.
+pub(crate) fn torch_venv(root: &Path) -> anyhow::Result<std::path::PathBuf> {
+    venv_from(root, "torch-venv", "requirements-torch.txt")
+}
+
 /// Creates or refreshes `target/<name>` from `tests/interop/<requirements>`; returns its python.
 fn venv_from(root: &Path, name: &str, requirements: &str) -> anyhow::Result<std::path::PathBuf> {
     let venv = root.join("target").join(name);
@@ -61,7 +66,7 @@ pub(crate) fn ggml_ref(root: &Path, python: &Path) -> anyhow::Result<()> {
 pub(crate) fn run() -> anyhow::Result<()> {
     let root = crate::workspace_root();
     let python = venv(&root)?;
-    let torch_python = venv_from(&root, "torch-venv", "requirements-torch.txt")?;
+    let torch_python = torch_venv(&root)?;
     ggml_ref(&root, &python)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     sh(Command::new(&cargo).current_dir(&root).args(["fmt", "--all", "--", "--check"]))?;

@@ -4,7 +4,11 @@
 //! - `ci`: what CI runs: the pinned Python interop environment, fmt, clippy, the tests.
 //! - `bench-inspect`: time `lowbit inspect` on a sparse FLUX.1-dev-sized checkpoint.
 //! - `bench-quant`: lowbit's quantizers against ggml's C code and the `gguf` package, in Mparam/s.
-//! - `bench-convert`: end-to-end `lowbit convert` of a 1.1 GB FLUX-shaped file against `cp`.
+//! - `bench-convert [TARGET…]`: end-to-end `lowbit convert` of a 1.1 GB FLUX-shaped file against
+//!   `cp`, GGUF and packed safetensors targets.
+//! - `bench-packed`: the packed schemes' quantizers against bitsandbytes, ml_dtypes and numpy,
+//!   then the storage table of `bench-size`.
+//! - `bench-size`: file size and bits/weight of each packed preset on FLUX.1-dev (dry runs).
 //! - `fuzz [TARGET…] [--seconds N | --runs N] [--jobs J] [--keep-going] [--smoke] [--asan]`:
 //!   seed and run the cargo-fuzz targets of `fuzz/`; `fuzz-seed` only writes their seed corpora.
 #![allow(
@@ -15,6 +19,8 @@
 
 mod bench;
 mod bench_convert;
+mod bench_packed;
+mod bench_size;
 mod ci;
 mod fixtures;
 mod fuzz;
@@ -37,7 +43,9 @@ fn main() -> anyhow::Result<()> {
         ["ci"] => ci::run(),
         ["bench-inspect"] => bench::inspect(),
         ["bench-quant"] => bench::quant(),
-        ["bench-convert"] => bench_convert::run(),
+        ["bench-convert", targets @ ..] => bench_convert::run(targets),
+        ["bench-packed"] => bench_packed::run(),
+        ["bench-size"] => bench_size::run(),
         ["fuzz-seed"] => fuzz::seed_only(),
         ["fuzz", rest @ ..] => fuzz::run(rest),
         _ => {
@@ -48,7 +56,12 @@ fn main() -> anyhow::Result<()> {
                  ci                   set up the interop venv and ggml reference, then fmt, clippy, tests\n  \
                  bench-inspect        time `lowbit inspect` on a sparse 23.8 GB FLUX.1-dev header\n  \
                  bench-quant          quantizer speed (Mparam/s) vs ggml's C and the gguf package\n  \
-                 bench-convert        end-to-end convert of a 1.1 GB FLUX-shaped file vs cp\n  \
+                 bench-convert [TARGET…]\n  \
+                 \x20                    end-to-end convert of a 1.1 GB FLUX-shaped file vs cp (GGUF\n  \
+                 \x20                    and packed targets; names run a subset)\n  \
+                 bench-packed         packed quantizers (1 thread) vs bitsandbytes, ml_dtypes, numpy;\n  \
+                 \x20                    then the bench-size table\n  \
+                 bench-size           file size and bits/weight of the packed presets on FLUX.1-dev\n  \
                  fuzz [TARGET…] [--seconds N | --runs N] [--jobs J] [--keep-going]\n  \
                  \x20    [--smoke] [--asan]\n  \
                  \x20                    seed, build and run the cargo-fuzz targets (60 s each;\n  \
