@@ -203,11 +203,26 @@ fn whole(scheme: Scheme, j: usize, stat: &Stat, shape: [u64; 2], source: Dtype) 
 fn encode(t: &PlannedTensor, x: &[f32], stat: &Stat, out: &mut Vec<Vec<u8>>) {
     let k = t.row_len() as usize;
     let Some(scheme) = t.scheme else {
-        out.push(match dense_dtype(t.ty) {
-            Dtype::BF16 => x.iter().flat_map(|v| fp32_to_bf16(*v).to_le_bytes()).collect(),
-            Dtype::F16 => x.iter().flat_map(|v| fp32_to_fp16(*v).to_le_bytes()).collect(),
-            _ => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        });
+        let dtype = dense_dtype(t.ty);
+        let mut bytes = vec![0u8; x.len() * dtype.size()];
+        match dtype {
+            Dtype::BF16 => {
+                for (b, v) in bytes.chunks_exact_mut(2).zip(x) {
+                    b.copy_from_slice(&fp32_to_bf16(*v).to_le_bytes());
+                }
+            }
+            Dtype::F16 => {
+                for (b, v) in bytes.chunks_exact_mut(2).zip(x) {
+                    b.copy_from_slice(&fp32_to_fp16(*v).to_le_bytes());
+                }
+            }
+            _ => {
+                for (b, v) in bytes.chunks_exact_mut(4).zip(x) {
+                    b.copy_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+        out.push(bytes);
         return;
     };
     let rows = x.len() / k.max(1);
@@ -215,16 +230,13 @@ fn encode(t: &PlannedTensor, x: &[f32], stat: &Stat, out: &mut Vec<Vec<u8>>) {
         Scheme::Ternary { scale } => {
             let mut codes = vec![0u8; x.len()];
             let mut scales = Vec::new();
-            for (r, row) in x.chunks(k).enumerate() {
-                let gamma = match scale {
-                    lowbit_layout::ScaleGranularity::Channel => {
-                        let g = packed::ternary::gamma(packed::ternary::abs_sum(row), k as u64);
-                        scales.extend_from_slice(&fp32_to_bf16(g).to_le_bytes());
-                        g
-                    }
-                    lowbit_layout::ScaleGranularity::Tensor => stat.gamma,
-                };
-                packed::ternary::codes(row, gamma, &mut codes[r * k..(r + 1) * k]);
+            let mut gammas = vec![stat.gamma; rows];
+            if scale == lowbit_layout::ScaleGranularity::Channel {
+                packed::ternary::row_gammas(x, k, &mut gammas);
+                scales = gammas.iter().flat_map(|g| fp32_to_bf16(*g).to_le_bytes()).collect();
+            }
+            for ((row, c), &g) in x.chunks(k).zip(codes.chunks_mut(k)).zip(&gammas) {
+                packed::ternary::codes(row, g, c);
             }
             let mut w = vec![0u8; x.len() / 4];
             lowbit_layout::ternary::pack(&codes, &mut w);

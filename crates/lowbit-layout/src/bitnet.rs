@@ -11,6 +11,7 @@ use std::ops::Range;
 /// Packs four quarters of codes (each `p·K` codes: rows `r0..r0+p` of quarter i) into `out`
 /// (`p·K` bytes: packed rows `r0..r0+p`). Quarter i goes to bits `2i..2i+1`; only the low two
 /// bits of each code are used.
+#[inline]
 pub fn pack(quarters: [&[u8]; 4], out: &mut [u8]) {
     let [a, b, c, d] = quarters;
     for ((((o, &a), &b), &c), &d) in out.iter_mut().zip(a).zip(b).zip(c).zip(d) {

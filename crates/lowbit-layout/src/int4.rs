@@ -9,6 +9,7 @@ use std::ops::Range;
 
 /// Packs signed codes (−8..=7; `codes.len() == 2 * out.len()`), even index in the low nibble.
 /// Only the low four bits of each code are used; extra codes or bytes are left alone.
+#[inline]
 pub fn pack(codes: &[i8], out: &mut [u8]) {
     for (b, c) in out.iter_mut().zip(codes.chunks_exact(2)) {
         *b = (c[0].cast_unsigned() & 15) | (c[1].cast_unsigned() << 4);

@@ -8,6 +8,7 @@ use std::ops::Range;
 
 /// Packs codes (0, 1 or 2; `codes.len() == 4 * out.len()`) four per byte, first in the low bits.
 /// Only the low two bits of each code are used; extra codes or bytes are left alone.
+#[inline]
 pub fn pack(codes: &[u8], out: &mut [u8]) {
     for (b, c) in out.iter_mut().zip(codes.chunks_exact(4)) {
         *b = (c[0] & 3) | (c[1] & 3) << 2 | (c[2] & 3) << 4 | (c[3] & 3) << 6;

@@ -48,6 +48,33 @@ pub(crate) fn quantize<B: QuantBlock>(x: &[f32], y: &mut [B]) {
     B::quantize(x, y);
 }
 
+/// A computation over slices to run on the widest SIMD the CPU offers: the packed quantizers
+/// wrap their loops in one, with `run` marked `#[inline(always)]`, so [`run`] compiles them a
+/// second time with AVX2 exactly as [`quantize`] does for the block quantizers.
+pub(crate) trait Kernel {
+    /// Does the work.
+    fn run(self);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn run_avx2<K: Kernel>(k: K) {
+    k.run();
+}
+
+/// Runs `k` on the widest SIMD the CPU offers.
+#[inline]
+pub(crate) fn run<K: Kernel>(k: K) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: `run_avx2` only requires AVX2, which `has_avx2` has just confirmed on this
+        // CPU; it has no other preconditions.
+        unsafe { run_avx2(k) };
+        return;
+    }
+    k.run();
+}
+
 /// `t` clamped to `−256..=256` and truncated toward zero; NaN gives −256.
 ///
 /// The quantizers pass values whose C conversion (`(int)t`, `(int8_t)t`, `(uint8_t)t`) is

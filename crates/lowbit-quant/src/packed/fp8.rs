@@ -5,6 +5,7 @@
 //! The encoder is branch-free per element (two candidate codes and a select), so the loops over
 //! slices vectorise.
 
+use crate::simd::Kernel;
 use lowbit_dtype::f16::{bf16_to_fp32, fp32_to_bf16};
 use lowbit_layout::Fp8Format;
 
@@ -22,9 +23,9 @@ fn encode_with<const M: u32, const BIAS: u32>(x: f32, max: f32) -> u8 {
     // exact, and adding and removing 2^23 rounds to an integer, ties to even.
     let step_inv = f32::from_bits((127 + BIAS - 1 + M) << 23);
     let magic = 8_388_608.0_f32;
-    #[expect(clippy::cast_possible_truncation, reason = "an integer below 2^(M+1) when used")]
-    #[expect(clippy::cast_sign_loss, reason = "non-negative")]
-    let sub = ((a * step_inv + magic) - magic) as u32;
+    // Adding 2^23 to a value in [0, 2^23) leaves the rounded integer in the mantissa bits; read
+    // it from there (a float-to-int `as` would be scalarised inside vector loops).
+    let sub = (a * step_inv + magic).to_bits().wrapping_sub(magic.to_bits());
     // Normal range: round the f32 mantissa to M bits, ties to even, and rebias the exponent;
     // a carry out of the mantissa correctly bumps the exponent.
     let u = a.to_bits();
@@ -66,15 +67,27 @@ fn each(x: &[f32], out: &mut [u8], f: impl Fn(f32) -> u8) {
 
 /// Encodes `x` into `out` without a scale.
 pub fn plain(x: &[f32], format: Fp8Format, out: &mut [u8]) {
-    match format {
-        Fp8Format::E4M3 => each(x, out, e4m3),
-        Fp8Format::E5M2 => each(x, out, e5m2),
+    struct K<'a>(&'a [f32], Fp8Format, &'a mut [u8]);
+    impl Kernel for K<'_> {
+        #[inline(always)]
+        fn run(self) {
+            match self.1 {
+                Fp8Format::E4M3 => each(self.0, self.2, e4m3),
+                Fp8Format::E5M2 => each(self.0, self.2, e5m2),
+            }
+        }
     }
+    crate::simd::run(K(x, format, out));
 }
 
 /// max |x| (NaN-free input).
 #[must_use]
 pub fn amax(x: &[f32]) -> f32 {
+    amax_inline(x)
+}
+
+#[inline(always)]
+fn amax_inline(x: &[f32]) -> f32 {
     const L: usize = 16;
     let mut acc = [0.0f32; L];
     let mut chunks = x.chunks_exact(L);
@@ -108,14 +121,22 @@ pub fn comfy(x: &[f32], scale: f32, format: Fp8Format, out: &mut [u8]) {
     let r = bf16_to_fp32(fp32_to_bf16(1.0 / scale));
     // The product of two BF16 values is exact in F32; one rounding to BF16 follows, as torch's
     // BF16 multiply does. Rounding to nearest even on the bits (inputs are finite).
-    let round = |v: f32| {
-        let u = v.to_bits();
-        f32::from_bits(u.wrapping_add(0x7fff + ((u >> 16) & 1)) & 0xffff_0000)
-    };
-    match format {
-        Fp8Format::E4M3 => each(x, out, |v| e4m3(round(v * r))),
-        Fp8Format::E5M2 => each(x, out, |v| e5m2(round(v * r))),
+    struct K<'a>(&'a [f32], f32, Fp8Format, &'a mut [u8]);
+    impl Kernel for K<'_> {
+        #[inline(always)]
+        fn run(self) {
+            let r = self.1;
+            let round = |v: f32| {
+                let u = v.to_bits();
+                f32::from_bits(u.wrapping_add(0x7fff + ((u >> 16) & 1)) & 0xffff_0000)
+            };
+            match self.2 {
+                Fp8Format::E4M3 => each(self.0, self.3, |v| e4m3(round(v * r))),
+                Fp8Format::E5M2 => each(self.0, self.3, |v| e5m2(round(v * r))),
+            }
+        }
     }
+    crate::simd::run(K(x, r, format, out));
 }
 
 /// BFL `fp8r`: whole rows of length `k`, codes into `out`, one FP32 scale per row into `scales`
@@ -124,9 +145,18 @@ pub fn bfl_rows(x: &[f32], k: usize, out: &mut [u8], scales: &mut [f32]) {
     if k == 0 {
         return;
     }
-    for ((row, codes), s) in x.chunks_exact(k).zip(out.chunks_exact_mut(k)).zip(scales) {
-        let scale = (amax(row) / 448.0).max(1e-12);
-        *s = scale;
-        each(row, codes, |v| e4m3(v / scale));
+    struct K<'a>(&'a [f32], usize, &'a mut [u8], &'a mut [f32]);
+    impl Kernel for K<'_> {
+        #[inline(always)]
+        fn run(self) {
+            let k = self.1;
+            let rows = self.0.chunks_exact(k).zip(self.2.chunks_exact_mut(k));
+            for ((row, codes), s) in rows.zip(self.3.iter_mut()) {
+                let scale = (amax_inline(row) / 448.0).max(1e-12);
+                *s = scale;
+                each(row, codes, |v| e4m3(v / scale));
+            }
+        }
     }
+    crate::simd::run(K(x, k, out, scales));
 }

@@ -27,6 +27,7 @@ fn code(v: f32, zero: f32, scale: f32, lo: f32, hi: f32) -> i8 {
 }
 
 /// `(min, max)` of `x`, NaN ignored; `(0, 0)` when there is nothing else.
+#[inline(always)]
 fn min_max(x: &[f32]) -> (f32, f32) {
     let mut lo = [f32::INFINITY; 8];
     let mut hi = [f32::NEG_INFINITY; 8];
@@ -48,6 +49,7 @@ fn min_max(x: &[f32]) -> (f32, f32) {
 }
 
 /// max |x|, NaN ignored (0 for an empty or all-NaN `x`).
+#[inline(always)]
 fn absmax(x: &[f32]) -> f32 {
     let mut m = [0.0f32; 8];
     let chunks = x.chunks_exact(8);
@@ -64,6 +66,7 @@ fn absmax(x: &[f32]) -> f32 {
 
 /// Quantizes one group into `packed` (`x.len()/2` bytes) and returns its BF16 scale and zero
 /// point (the zero point is 0 when symmetric).
+#[inline(always)]
 fn group(x: &[f32], asym: bool, packed: &mut [u8]) -> (u16, u16) {
     let (sb, zb, lo, hi) = if asym {
         let (min, max) = min_max(x);
@@ -114,14 +117,22 @@ pub fn quantize_rows(
     if group == 0 || !group.is_multiple_of(2) {
         return;
     }
-    let groups = x.chunks_exact(group).zip(packed.chunks_exact_mut(group / 2));
-    for (i, ((x, packed), s)) in groups.zip(scales.iter_mut()).enumerate() {
-        let (sb, zb) = self::group(x, asym, packed);
-        *s = sb;
-        if asym && let Some(z) = zeros.get_mut(i) {
-            *z = zb;
+    struct K<'a>(&'a [f32], usize, bool, &'a mut [u8], &'a mut [u16], &'a mut [u16]);
+    impl crate::simd::Kernel for K<'_> {
+        #[inline(always)]
+        fn run(self) {
+            let K(x, group, asym, packed, scales, zeros) = self;
+            let groups = x.chunks_exact(group).zip(packed.chunks_exact_mut(group / 2));
+            for (i, ((x, packed), s)) in groups.zip(scales.iter_mut()).enumerate() {
+                let (sb, zb) = self::group(x, asym, packed);
+                *s = sb;
+                if asym && let Some(z) = zeros.get_mut(i) {
+                    *z = zb;
+                }
+            }
         }
     }
+    crate::simd::run(K(x, group, asym, packed, scales, zeros));
 }
 
 #[cfg(test)]

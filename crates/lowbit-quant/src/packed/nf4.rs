@@ -15,6 +15,7 @@ use lowbit_layout::nf4::{CODE, nested_code};
 const BLOCK: usize = NF4_BLOCK as usize;
 
 /// The 15 F32 midpoints `(code[i] + code[i+1]) / 2`.
+#[inline(always)]
 fn bounds() -> [f32; 15] {
     let mut b = [0.0f32; 15];
     for (i, m) in b.iter_mut().enumerate() {
@@ -26,10 +27,13 @@ fn bounds() -> [f32; 15] {
 /// `torch.bucketize(v, bounds)`: the count of bounds strictly below `v`.
 #[inline(always)]
 fn bucket(v: f32, bounds: &[f32; 15]) -> u8 {
-    let mut q = 0u8;
+    // An i32 count (compare masks are 32 bits wide) keeps the loop in vector registers.
+    let mut q = 0i32;
     for &b in bounds {
-        q += u8::from(b < v);
+        q += i32::from(b < v);
     }
+    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "0..=15")]
+    let q = q as u8;
     q
 }
 
@@ -55,6 +59,18 @@ fn block_absmax(x: &[f32]) -> f32 {
 /// `packed` (`x.len().div_ceil(2)` bytes, first element in the high nibble, an odd tail padded
 /// with code 7) and `absmax` (one per block).
 pub fn quantize(x: &[f32], packed: &mut [u8], absmax: &mut [f32]) {
+    struct K<'a>(&'a [f32], &'a mut [u8], &'a mut [f32]);
+    impl crate::simd::Kernel for K<'_> {
+        #[inline(always)]
+        fn run(self) {
+            quantize_inline(self.0, self.1, self.2);
+        }
+    }
+    crate::simd::run(K(x, packed, absmax));
+}
+
+#[inline(always)]
+fn quantize_inline(x: &[f32], packed: &mut [u8], absmax: &mut [f32]) {
     let bounds = bounds();
     let mut codes = [0u8; BLOCK];
     for ((block, bytes), am) in x.chunks(BLOCK).zip(packed.chunks_mut(BLOCK / 2)).zip(absmax) {

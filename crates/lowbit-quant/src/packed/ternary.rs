@@ -40,9 +40,48 @@ pub fn gamma(abs_sum: f64, count: u64) -> f32 {
 /// t > 0.5 and −1 exactly when t < −0.5 (±0.5 round to 0); a NaN t gives 0.
 pub fn codes(x: &[f32], gamma: f32, out: &mut [u8]) {
     debug_assert_eq!(x.len(), out.len());
-    for (o, &v) in out.iter_mut().zip(x) {
-        let t = v / gamma;
-        *o = 1 + u8::from(t > 0.5) - u8::from(t < -0.5);
+    struct K<'a>(&'a [f32], f32, &'a mut [u8]);
+    impl crate::simd::Kernel for K<'_> {
+        #[inline(always)]
+        fn run(self) {
+            for (o, &v) in self.2.iter_mut().zip(self.0) {
+                let t = v / self.1;
+                *o = 1 + u8::from(t > 0.5) - u8::from(t < -0.5);
+            }
+        }
+    }
+    crate::simd::run(K(x, gamma, out));
+}
+
+/// γ of each row of length `k` (`x.len()` a multiple of `k`, `out` one per row): the same
+/// index-order f64 sum as [`abs_sum`] for each row, eight rows in lockstep so that their
+/// independent additions overlap in the pipeline.
+pub fn row_gammas(x: &[f32], k: usize, out: &mut [f32]) {
+    const R: usize = 8;
+    if k == 0 {
+        return;
+    }
+    let mut rows = x.chunks_exact(k).zip(out.iter_mut());
+    loop {
+        let group: Vec<(&[f32], &mut f32)> = rows.by_ref().take(R).collect();
+        if group.is_empty() {
+            break;
+        }
+        if group.len() < R {
+            for (row, g) in group {
+                *g = gamma(abs_sum(row), k as u64);
+            }
+            break;
+        }
+        let mut acc = [0f64; R];
+        for j in 0..k {
+            for (a, (row, _)) in acc.iter_mut().zip(&group) {
+                *a += f64::from(row[j].abs());
+            }
+        }
+        for (a, (_, g)) in acc.iter().zip(group) {
+            *g = gamma(*a, k as u64);
+        }
     }
 }
 
@@ -74,6 +113,19 @@ mod tests {
             assert_eq!(f32::from(c), want, "{v} / {g}");
         }
         assert!(out.contains(&0) && out.contains(&1) && out.contains(&2));
+    }
+
+    #[test]
+    fn row_gammas_equal_one_row_at_a_time() {
+        let mut rng = lowbit_fixtures::rng::Rng::new(5);
+        for rows in [1, 7, 8, 9, 17] {
+            let x: Vec<f32> = (0..rows * 40).map(|_| rng.normal() as f32).collect();
+            let mut g = vec![0f32; rows];
+            super::row_gammas(&x, 40, &mut g);
+            for (r, &v) in g.iter().enumerate() {
+                assert_eq!(v, gamma(abs_sum(&x[r * 40..(r + 1) * 40]), 40), "{rows} rows, row {r}");
+            }
+        }
     }
 
     #[test]
