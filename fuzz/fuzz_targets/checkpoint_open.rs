@@ -9,7 +9,8 @@
 //!
 //! An accepted checkpoint must let every tensor be read: the first and last bytes with
 //! `read_raw_at`, which must equal what `raw` borrows, and the first and last few elements with
-//! `read_f32` (errors such as an undecodable type are fine; panics are not).
+//! `read_f32` (errors such as an undecodable type are fine; panics are not). Its packed layers
+//! (`Checkpoint::layers`) must decode their first and last rows or fail with an error.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -92,6 +93,20 @@ fuzz_target!(|data: &[u8]| {
         for r in ranges(t.params, block) {
             let mut out = vec![0.0; (r.end - r.start) as usize];
             let _ = ckpt.read_f32(t, r, &mut out);
+        }
+    }
+    let Ok(layers) = ckpt.layers() else { return };
+    for l in &layers {
+        let rows = l.n_rows();
+        let len = l.row_len().min(1 << 16);
+        if l.row_len() > len {
+            continue;
+        }
+        let mut out = vec![0.0; len as usize];
+        for r in [0, rows.saturating_sub(1)] {
+            if r < rows {
+                let _ = ckpt.read_layer_f32(l, r..r + 1, &mut out);
+            }
         }
     }
 });

@@ -292,8 +292,20 @@ fn seed(root: &Path) -> anyhow::Result<()> {
     let (single, shard_a, shard_b, index) = mini_checkpoint();
     let mini = work.join("mini.safetensors");
     std::fs::write(&mini, &single)?;
-    for to in ["q8_0", "q4_k_m"] {
-        let out = work.join(format!("mini-{to}.gguf"));
+    for to in [
+        "gguf:q8_0",
+        "gguf:q4_k_m",
+        "ternary",
+        "bitnet",
+        "int4:g32:asym",
+        "nf4:dq",
+        "fp8",
+        "comfy:fp8",
+        "bfl:fp8",
+    ] {
+        let ext = if to.starts_with("gguf:") { "gguf" } else { "safetensors" };
+        let name = format!("mini-{}.{ext}", to.trim_start_matches("gguf:").replace(':', "-"));
+        let out = work.join(&name);
         crate::ci::sh(
             Command::new(cargo())
                 .current_dir(root)
@@ -301,10 +313,10 @@ fn seed(root: &Path) -> anyhow::Result<()> {
                 .arg(&mini)
                 .arg("-o")
                 .arg(&out)
-                .arg(format!("--to=gguf:{to}")),
+                .arg(format!("--to={to}")),
         )
-        .context("making the GGUF seeds with `lowbit convert`")?;
-        files.push((format!("mini-{to}.gguf"), std::fs::read(&out)?));
+        .context("making the GGUF and packed seeds with `lowbit convert`")?;
+        files.push((name, std::fs::read(&out)?));
     }
     files.push(("mini.safetensors".into(), single.clone()));
     files.push(("mini-shard-a.safetensors".into(), shard_a.clone()));
