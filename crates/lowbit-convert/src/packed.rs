@@ -15,7 +15,7 @@ use crate::atomic::AtomicFile;
 use crate::plan::{Plan, PlannedTensor, dense_dtype};
 use crate::recipe::{Recipe, Target};
 use crate::stats::{Stat, stats};
-use crate::write::{Options, Written, gather, preallocate};
+use crate::write::{Options, Written, gather, gather_raw16, preallocate};
 use lowbit_checkpoint::Checkpoint;
 use lowbit_dtype::Dtype;
 use lowbit_dtype::f16::{fp32_to_bf16, fp32_to_fp16};
@@ -355,6 +355,15 @@ fn chunk_pieces(
             || (Vec::new(), Vec::new()),
             |(buf, scratch): &mut (Vec<f32>, Vec<u8>), &s| {
                 let run = s..(s + per_task).min(u.end);
+                if t.scheme.is_none() {
+                    // A BF16 or F16 tensor kept as it is stored: copy its bytes.
+                    #[expect(clippy::cast_possible_truncation, reason = "a task is small")]
+                    let mut bytes = vec![0u8; ((run.end - run.start) * per_unit * 2) as usize];
+                    let elems = run.start * per_unit..run.end * per_unit;
+                    if gather_raw16(ckpt, t, elems, &mut bytes, allow_non_finite)? {
+                        return Ok(vec![bytes]);
+                    }
+                }
                 let ranges = input_ranges(t, run);
                 let n: u64 = ranges.iter().map(|r| r.end - r.start).sum();
                 #[expect(clippy::cast_possible_truncation, reason = "a task is small")]

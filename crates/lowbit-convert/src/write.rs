@@ -138,6 +138,71 @@ fn chunks(plan: &Plan, chunk_bytes: u64) -> Vec<Chunk> {
     out
 }
 
+/// Like [`gather`], for a BF16 or F16 tensor kept in its own dtype: the stored bytes of
+/// logical elements `elems` (two per element) copied into `out` without decoding, NaN and
+/// infinities refused all the same (exponent bits all ones). `false` when a part is stored in
+/// another dtype, so the caller decodes instead.
+pub(crate) fn gather_raw16(
+    ckpt: &Checkpoint,
+    t: &PlannedTensor,
+    elems: std::ops::Range<u64>,
+    out: &mut [u8],
+    allow_non_finite: bool,
+) -> Result<bool, Error> {
+    let dtype = crate::plan::dense_dtype(t.ty);
+    let exp_mask: u16 = match dtype {
+        lowbit_dtype::Dtype::BF16 => 0x7f80,
+        lowbit_dtype::Dtype::F16 => 0x7c00,
+        _ => return Ok(false),
+    };
+    let mut at = 0u64;
+    let mut filled = 0usize;
+    for p in &t.parts {
+        let Some(src) = ckpt.tensor(&p.tensor) else {
+            return Err(Error::PlanMismatch {
+                file: ckpt.path().to_owned(),
+                tensor: p.tensor.clone(),
+            });
+        };
+        if src.ty != lowbit_checkpoint::StorageType::Dense(dtype) {
+            return Ok(false);
+        }
+        let inner = src.params / src.shape.first().copied().unwrap_or(1).max(1);
+        let len = (p.dim0.end - p.dim0.start) * inner;
+        let (a, b) = (elems.start.max(at), elems.end.min(at + len));
+        if a < b {
+            let src_start = p.dim0.start * inner + (a - at);
+            #[expect(clippy::cast_possible_truncation, reason = "bounded by the task size")]
+            let n = (b - a) as usize;
+            let dst = &mut out[filled * 2..(filled + n) * 2];
+            ckpt.read_raw_at(src, src_start * 2, dst)?;
+            let bad = dst.chunks_exact(2).fold(false, |bad, h| {
+                bad | (u16::from_le_bytes([h[0], h[1]]) & exp_mask == exp_mask)
+            });
+            if !allow_non_finite && bad {
+                let i = dst
+                    .chunks_exact(2)
+                    .position(|h| u16::from_le_bytes([h[0], h[1]]) & exp_mask == exp_mask)
+                    .unwrap_or(0);
+                let mut v = [0f32; 1];
+                ckpt.read_f32(src, src_start + i as u64..src_start + i as u64 + 1, &mut v)?;
+                return Err(Error::NonFinite {
+                    file: ckpt.file_of(src).to_owned(),
+                    tensor: src.name.clone(),
+                    index: unravel(src_start + i as u64, &src.shape),
+                    value: v[0],
+                });
+            }
+            filled += n;
+        }
+        at += len;
+        if at >= elems.end {
+            break;
+        }
+    }
+    Ok(true)
+}
+
 /// Reads logical elements `elems` of planned tensor `t` (its parts concatenated) into `out`,
 /// refusing NaN and infinities unless `allow_non_finite`.
 pub(crate) fn gather(
