@@ -1,8 +1,8 @@
 """Computes, independently of lowbit, what `lowbit diff A.gguf B.safetensors` must report: for each
 tensor in both files, the squared error, the squared reference norm and the max absolute error
-of A (dequantized by the `gguf` package) against B (a BF16/F32 safetensors file read with numpy
-and ml_dtypes), accumulated in float64.
-Usage: python diff_metrics.py A.gguf B.safetensors
+of A (dequantized by the `gguf` package, or a BF16/F32/F16 safetensors file) against B (a
+BF16/F32 safetensors file read with numpy and ml_dtypes), accumulated in float64.
+Usage: python diff_metrics.py A.gguf|A.safetensors B.safetensors
 Output: {"name": {"sq_error": x, "sq_reference": y, "max_abs_error": z, "params": n}}
 """
 
@@ -35,13 +35,19 @@ def safetensors_f32(path):
 def main(a_path, b_path):
     ref = safetensors_f32(b_path)
     report = {}
-    for t in gguf.GGUFReader(a_path).tensors:
-        if t.name not in ref:
+    if a_path.endswith(".safetensors"):
+        pairs = [(name, v.reshape(-1)) for name, v in safetensors_f32(a_path).items()]
+    else:
+        pairs = [
+            (t.name, gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float64).reshape(-1))
+            for t in gguf.GGUFReader(a_path).tensors
+        ]
+    for name, a in pairs:
+        if name not in ref:
             continue
-        a = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float64).reshape(-1)
-        b = ref[t.name].reshape(-1)
+        b = ref[name].reshape(-1)
         d = a - b
-        report[t.name] = {
+        report[name] = {
             "sq_error": float(np.sum(d * d)),
             "sq_reference": float(np.sum(b * b)),
             "max_abs_error": float(np.max(np.abs(d))),
