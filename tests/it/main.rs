@@ -27,6 +27,7 @@ mod naming;
 mod nf4;
 mod packed;
 mod quant_exact;
+mod runtimes;
 mod safety;
 mod support;
 mod ternary;
