@@ -9,8 +9,8 @@ BFL FP8 (`bfl:fp8`, BFL names, F8_E4M3 weight + F32 per-row weight_scale):
   loaded by from_single_file(..., quantization_config=BFLQuantizationConfig(compute_dtype=float32),
   torch_dtype=float32). On the CPU BFLFP8RLinear dequantizes (`dequantize_fp8r`: f32(q) * scale)
   to compute_dtype and runs F.linear; float32 keeps that product unrounded, so it can be compared
-  with `lowbit dequantize --dtype f32` exactly (bfloat16 also loads and runs on the CPU, and would
-  round the product once more).
+  with `lowbit dequantize --dtype f32` exactly (compute_dtype=bfloat16 with torch_dtype=bfloat16
+  also loads and runs on the CPU, measured; it rounds the product to BF16 once more).
   Checks: the BFLFP8RLinear modules are exactly R's nn.Linear modules inside transformer_blocks
   and single_transformer_blocks (what lowbit packs), every one of their dequantized weights equals
   the same weight of D = from_single_file(`lowbit dequantize --dtype f32` of the file) bit for
