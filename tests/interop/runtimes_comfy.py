@@ -48,7 +48,8 @@ def main(path: str, deq_bf16: str, deq_f32: str, fmt: str) -> None:
             differ.append(k)
     ok = bool(markers) and not differ and formats == {fmt}
     ok &= set(bf16) == set(f32) == {f"{m}.weight" for m in markers} | set(plain)
-    print(json.dumps({"layers": len(markers), "plain": len(plain), "differ": differ, "formats": sorted(formats), "ok": ok}))
+    report = {"layers": len(markers), "plain": len(plain), "differ": differ, "formats": sorted(formats)}
+    print(json.dumps({**report, "ok": ok}))
     sys.exit(0 if ok else 1)
 
 

@@ -116,7 +116,8 @@ def fp8_checks(fp8: str, fp8_deq: str, config_dir: str, ref_weights: dict, linea
     timings = {"load": round(time.time() - t, 1)}
     quantized = {n: m for n, m in model.named_modules() if isinstance(m, BFLFP8RLinear)}
     t = time.time()
-    deq = dict(FluxTransformer2DModel.from_single_file(fp8_deq, config=config_dir, torch_dtype=torch.float32).named_parameters())
+    deq = FluxTransformer2DModel.from_single_file(fp8_deq, config=config_dir, torch_dtype=torch.float32)
+    deq = dict(deq.named_parameters())
     timings["load_lowbit_dequantized"] = round(time.time() - t, 1)
     differ, excess = [], {}
     for n, m in quantized.items():
@@ -240,7 +241,8 @@ def main(src, fp8, fp8_deq, nf4_dir, nf4_deq, work) -> None:
 
     def forward(model) -> torch.Tensor:
         with torch.no_grad():
-            return model(**{k: v.to(model.dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in x.items()})[0]
+            cast = lambda v: v.to(model.dtype) if torch.is_tensor(v) and v.is_floating_point() else v
+            return model(**{k: cast(v) for k, v in x.items()})[0]
 
     t = time.time()
     model_r = FluxTransformer2DModel.from_single_file(src, config=config_dir, torch_dtype=torch.float32)
