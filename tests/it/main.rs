@@ -7,7 +7,7 @@
 //! provides them through `LOWBIT_PYTHON`. Without them those tests fail and say how to fix it.
 //! `quant_exact` also compiles ggml's quantizers (`tests/interop/ggml_ref.py build`, cached under
 //! `target/ggml-ref/`), which needs a C compiler and, the first time, network access.
-//! Tests on the full-width FLUX model (`naming`, `diffusers`, the diffusers inspect and
+//! Tests on the full-width FLUX model (`naming`, `diffusers`, `runtimes`, the diffusers inspect and
 //! `safetensors` checks) run diffusers through `LOWBIT_TORCH_PYTHON`
 //! (`tests/interop/requirements-torch.txt`); that model, its diffusers twin and its Q8_0 and
 //! Q4_K_M conversions are made once per test process (`support::flux_3072`).
@@ -28,6 +28,7 @@ mod nf4;
 mod packed;
 mod quant_exact;
 mod round_trip;
+mod runtimes;
 mod safety;
 mod support;
 mod ternary;

@@ -90,9 +90,18 @@ pub(crate) fn run(args: &DequantizeArgs) -> anyhow::Result<()> {
 fn encode(values: &[f32], dtype: OutDtype, out: &mut Vec<u8>) {
     out.clear();
     match dtype {
-        OutDtype::Bf16 => out
-            .extend(values.iter().flat_map(|&v| lowbit_dtype::f16::fp32_to_bf16(v).to_le_bytes())),
-        OutDtype::F32 => out.extend(values.iter().flat_map(|v| v.to_le_bytes())),
+        OutDtype::Bf16 => {
+            out.resize(values.len() * 2, 0);
+            for (b, &v) in out.chunks_exact_mut(2).zip(values) {
+                b.copy_from_slice(&lowbit_dtype::f16::fp32_to_bf16(v).to_le_bytes());
+            }
+        }
+        OutDtype::F32 => {
+            out.resize(values.len() * 4, 0);
+            for (b, v) in out.chunks_exact_mut(4).zip(values) {
+                b.copy_from_slice(&v.to_le_bytes());
+            }
+        }
     }
 }
 

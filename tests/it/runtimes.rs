@@ -1,0 +1,160 @@
+//! lowbit's packed files in the runtimes that load them, end to end:
+//!
+//! - `bfl:fp8` in diffusers' `bfl` quantizer (`from_single_file`) and the NF4 diffusers folder in
+//!   diffusers' bitsandbytes quantizer (`from_pretrained`), both on the CPU, on the full-width
+//!   model [`crate::support::flux_3072`]: the right layers become the runtime's quantized
+//!   linears, their weights as the runtime dequantizes them equal `lowbit dequantize`, and the
+//!   forward pass is within each type's error of the BF16 original
+//!   (`tests/interop/runtimes_diffusers.py`, which holds the bounds and an FP8 control);
+//! - `comfy:fp8` through comfy-kitchen's `QuantizedTensor` per `comfy_quant` layer, against
+//!   `lowbit dequantize` (`tests/interop/runtimes_comfy.py`).
+//!
+//! Needs `LOWBIT_TORCH_PYTHON` (see `run_torch_script`).
+
+use crate::support::{
+    convert_ok, flux_3072, lowbit, root, run_torch_script, safetensors_entries,
+    safetensors_metadata,
+};
+use serde_json::Value;
+use std::ffi::OsStr;
+use std::path::Path;
+
+/// `lowbit dequantize INPUT -o OUT --dtype DTYPE`, failing the test with its stderr.
+fn dequantize(input: &Path, out: &Path, dtype: &str) {
+    let o = lowbit(&[
+        "dequantize",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--dtype",
+        dtype,
+    ]);
+    assert!(
+        o.status.success(),
+        "dequantize {}: {}",
+        input.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// The BFL linear layers of one double and one single block: what `bfl:fp8` packs.
+const BLOCK_LINEARS: [&str; 13] = [
+    "double_blocks.0.img_mod.lin",
+    "double_blocks.0.img_attn.qkv",
+    "double_blocks.0.img_attn.proj",
+    "double_blocks.0.img_mlp.0",
+    "double_blocks.0.img_mlp.2",
+    "double_blocks.0.txt_mod.lin",
+    "double_blocks.0.txt_attn.qkv",
+    "double_blocks.0.txt_attn.proj",
+    "double_blocks.0.txt_mlp.0",
+    "double_blocks.0.txt_mlp.2",
+    "single_blocks.0.linear1",
+    "single_blocks.0.linear2",
+    "single_blocks.0.modulation.lin",
+];
+
+#[test]
+fn bfl_fp8_and_nf4_folder_run_in_diffusers() {
+    let work = tempfile::tempdir().unwrap();
+    let w = |name: &str| work.path().join(name);
+    let (fp8, fp8_deq, nf4, nf4_deq) =
+        (w("fp8.safetensors"), w("fp8-deq.safetensors"), w("nf4"), w("nf4-deq.safetensors"));
+    let start = std::time::Instant::now();
+    let src = flux_3072();
+    let generated = start.elapsed();
+    let nf4_file = nf4.join("diffusion_pytorch_model.safetensors");
+    // Two cores: the FP8 and NF4 conversions and decodings (each single-threaded in
+    // `dequantize`) run side by side.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            convert_ok(src, &fp8, &["--to", "bfl:fp8"]);
+            dequantize(&fp8, &fp8_deq, "f32");
+        });
+        convert_ok(src, &nf4, &["--to", "nf4", "--names", "diffusers"]);
+        dequantize(&nf4_file, &nf4_deq, "bf16");
+    });
+    let lowbit_time = start.elapsed() - generated;
+    assert!(nf4.join("config.json").is_file());
+
+    // What lowbit packed, read from the file alone: the runtime must quantize exactly these.
+    let schemes: Value =
+        serde_json::from_str(&safetensors_metadata(&fp8)["lowbit.schemes"]).unwrap();
+    let mut packed: Vec<&str> = schemes.as_object().unwrap().keys().map(String::as_str).collect();
+    packed.sort_unstable();
+    let mut want: Vec<String> = BLOCK_LINEARS.iter().map(|m| format!("{m}.weight")).collect();
+    want.sort();
+    assert_eq!(packed, want);
+    assert!(schemes.as_object().unwrap().values().all(|s| s == "bfl:fp8"));
+    let entries = safetensors_entries(&fp8);
+    for m in BLOCK_LINEARS {
+        let (q, s) = (&entries[&format!("{m}.weight")], &entries[&format!("{m}.weight_scale")]);
+        assert_eq!((q.dtype.as_str(), s.dtype.as_str()), ("F8_E4M3", "F32"), "{m}");
+        assert_eq!(s.shape, q.shape[..1], "{m}");
+    }
+
+    let start = std::time::Instant::now();
+    let stdout = run_torch_script(
+        "runtimes_diffusers.py",
+        &[
+            flux_3072().as_os_str(),
+            fp8.as_os_str(),
+            fp8_deq.as_os_str(),
+            nf4.as_os_str(),
+            nf4_deq.as_os_str(),
+            work.path().as_os_str(),
+        ],
+    );
+    let r: Value = serde_json::from_str(stdout.trim()).unwrap();
+    // Timings for whoever reads a failure: the model is shared with other tests.
+    let r = {
+        let mut r = r;
+        r["seconds_rust"] = serde_json::json!({
+            "model": generated.as_secs_f64(),
+            "lowbit_convert_dequantize": lowbit_time.as_secs_f64(),
+            "python": start.elapsed().as_secs_f64(),
+        });
+        r
+    };
+    assert_eq!(r["ok"], true, "{r:#}");
+    let (f, n) = (&r["bfl_fp8"], &r["nf4"]);
+    // diffusers splits the fused qkv (3) and linear1 (4) into parts: 14 + 6 linears.
+    assert_eq!(f["quantized_modules"], 20, "{r:#}");
+    assert_eq!(f["differ_from_lowbit_dequantize"].as_array().map(Vec::len), Some(0), "{r:#}");
+    assert!(f["output_error"].as_f64().unwrap() <= r["bounds"]["fp8_output"].as_f64().unwrap());
+    assert!(
+        f["control"]["output_error"].as_f64().unwrap()
+            > r["bounds"]["fp8_output"].as_f64().unwrap()
+    );
+    // Every nn.Linear of the model: the 20 block linears and the 10 outside (x_embedder,
+    // context_embedder, six in time_text_embed, norm_out.linear, proj_out).
+    assert_eq!(n["quantized_modules"], 30, "{r:#}");
+    assert_eq!(n["differ_from_lowbit_dequantize"].as_array().map(Vec::len), Some(0), "{r:#}");
+    let nf4_err = n["output_error_f32_compute"].as_f64().unwrap();
+    assert!(nf4_err <= r["bounds"]["nf4_output"].as_f64().unwrap(), "{r:#}");
+    assert_eq!(n["bad_quant_state"].as_array().map(Vec::len), Some(0), "{r:#}");
+}
+
+#[test]
+fn comfy_fp8_matches_comfy_kitchen_per_layer() {
+    let work = tempfile::tempdir().unwrap();
+    let tiny = root().join("fixtures/flux-tiny-bfl.safetensors");
+    let comfy = work.path().join("comfy.safetensors");
+    convert_ok(&tiny, &comfy, &["--to", "comfy:fp8"]);
+    let (bf16, f32) =
+        (work.path().join("deq-bf16.safetensors"), work.path().join("deq-f32.safetensors"));
+    dequantize(&comfy, &bf16, "bf16");
+    dequantize(&comfy, &f32, "f32");
+    let stdout = run_torch_script(
+        "runtimes_comfy.py",
+        &[comfy.as_os_str(), bf16.as_os_str(), f32.as_os_str(), OsStr::new("float8_e4m3fn")],
+    );
+    let r: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(r["ok"], true, "{r:#}");
+    let schemes: Value =
+        serde_json::from_str(&safetensors_metadata(&comfy)["lowbit.schemes"]).unwrap();
+    let layers = schemes.as_object().unwrap().len();
+    assert!(layers > 0);
+    assert_eq!(r["layers"].as_u64(), Some(layers as u64), "{r:#}");
+    assert_eq!(r["differ"].as_array().map(Vec::len), Some(0), "{r:#}");
+}
