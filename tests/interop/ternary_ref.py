@@ -61,10 +61,12 @@ def decode(kind, weight, scale, n, k):
 
 
 def gamma(x, axis):
-    """mean |x| with the sum in float64 in index order (add.accumulate), to float32, >= 1e-5."""
+    """mean |x|: each row's sum in float64 in index order (add.accumulate), the row sums then
+    added in row order; to float32, >= 1e-5."""
     a = np.abs(x.astype(np.float64))
     if axis is None:
-        total = np.add.accumulate(a.reshape(-1))[-1]
+        rows = np.add.accumulate(a.reshape(a.shape[0], -1), axis=1)[:, -1]
+        total = np.add.accumulate(rows)[-1]
         mean = np.float32(total / a.size)
     else:
         total = np.add.accumulate(a, axis=1)[:, -1]

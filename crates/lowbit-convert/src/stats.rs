@@ -74,17 +74,28 @@ pub(crate) fn stats(
         }
         let numel = t.numel();
         if matches!(scheme, Scheme::Ternary { .. } | Scheme::Bitnet) {
-            // γ's sum runs in index order over the whole tensor (formats/ternary.md), one
-            // running f64 sum: adding per-task sums would round differently.
+            // γ's sum: each row's in index order, then the row sums in row order
+            // (formats/ternary.md), so rows can be summed in parallel.
+            let k = t.row_len().max(1);
+            let rows = t.n_rows();
+            let per_task = (TASK_ELEMS / k).max(1);
+            let starts: Vec<u64> = (0..rows).step_by(per_task as usize).collect();
+            let parts: Vec<Result<Vec<f64>, Error>> = starts
+                .par_iter()
+                .map(|&r| {
+                    let end = (r + per_task).min(rows);
+                    #[expect(clippy::cast_possible_truncation, reason = "a task is small")]
+                    let mut x = vec![0f32; ((end - r) * k) as usize];
+                    gather(ckpt, t, r * k..end * k, &mut x, &mut Vec::new(), allow_non_finite)?;
+                    #[expect(clippy::cast_possible_truncation, reason = "a task is small")]
+                    let mut sums = vec![0f64; (end - r) as usize];
+                    packed::ternary::row_abs_sums(&x, k as usize, &mut sums);
+                    Ok(sums)
+                })
+                .collect();
             let mut acc = 0f64;
-            let mut x = Vec::new();
-            let mut scratch = Vec::new();
-            for s in (0..numel).step_by(TASK_ELEMS as usize) {
-                let e = (s + TASK_ELEMS).min(numel);
-                #[expect(clippy::cast_possible_truncation, reason = "a task is small")]
-                x.resize((e - s) as usize, 0.0);
-                gather(ckpt, t, s..e, &mut x, &mut scratch, allow_non_finite)?;
-                acc = packed::ternary::abs_sum_from(acc, &x);
+            for p in parts {
+                acc = p?.iter().fold(acc, |a, s| a + s);
             }
             out[i] = Stat { gamma: packed::ternary::gamma(acc, numel), ..Stat::default() };
             continue;

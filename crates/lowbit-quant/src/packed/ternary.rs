@@ -54,22 +54,32 @@ pub fn codes(x: &[f32], gamma: f32, out: &mut [u8]) {
 }
 
 /// γ of each row of length `k` (`x.len()` a multiple of `k`, `out` one per row): the same
-/// index-order f64 sum as [`abs_sum`] for each row, eight rows in lockstep so that their
-/// independent additions overlap in the pipeline.
+/// index-order f64 sum as [`abs_sum`] for each row ([`row_abs_sums`]).
 pub fn row_gammas(x: &[f32], k: usize, out: &mut [f32]) {
+    let mut sums = vec![0f64; out.len()];
+    row_abs_sums(x, k, &mut sums);
+    for (g, s) in out.iter_mut().zip(sums) {
+        *g = gamma(s, k as u64);
+    }
+}
+
+/// Σ|w| of each row of length `k`, each in index order as [`abs_sum`], eight rows in lockstep
+/// so that their independent additions overlap in the pipeline. A per-tensor γ adds these row
+/// sums in row order (`formats/ternary.md`).
+pub fn row_abs_sums(x: &[f32], k: usize, out: &mut [f64]) {
     const R: usize = 8;
     if k == 0 {
         return;
     }
     let mut rows = x.chunks_exact(k).zip(out.iter_mut());
     loop {
-        let group: Vec<(&[f32], &mut f32)> = rows.by_ref().take(R).collect();
+        let group: Vec<(&[f32], &mut f64)> = rows.by_ref().take(R).collect();
         if group.is_empty() {
             break;
         }
         if group.len() < R {
-            for (row, g) in group {
-                *g = gamma(abs_sum(row), k as u64);
+            for (row, s) in group {
+                *s = abs_sum(row);
             }
             break;
         }
@@ -79,8 +89,8 @@ pub fn row_gammas(x: &[f32], k: usize, out: &mut [f32]) {
                 *a += f64::from(row[j].abs());
             }
         }
-        for (a, (_, g)) in acc.iter().zip(group) {
-            *g = gamma(*a, k as u64);
+        for (a, (_, s)) in acc.iter().zip(group) {
+            *s = *a;
         }
     }
 }
