@@ -37,10 +37,10 @@ const PEER_REPEATS: usize = 3;
 /// lowbit's ternary, per-channel scale: per row Σ|W| → γ (a BF16 scale), codes, then 2-bit packing.
 fn ternary(x: &[f32]) {
     let mut codes = vec![0u8; x.len()];
-    let mut scales = Vec::with_capacity(2 * x.len() / K);
-    for (row, c) in x.chunks(K).zip(codes.chunks_mut(K)) {
-        let g = packed::ternary::gamma(packed::ternary::abs_sum(row), K as u64);
-        scales.extend_from_slice(&fp32_to_bf16(g).to_le_bytes());
+    let mut gammas = vec![0f32; x.len() / K];
+    packed::ternary::row_gammas(x, K, &mut gammas);
+    let scales: Vec<u8> = gammas.iter().flat_map(|g| fp32_to_bf16(*g).to_le_bytes()).collect();
+    for ((row, c), &g) in x.chunks(K).zip(codes.chunks_mut(K)).zip(&gammas) {
         packed::ternary::codes(row, g, c);
     }
     let mut w = vec![0u8; x.len() / 4];
@@ -48,9 +48,12 @@ fn ternary(x: &[f32]) {
     black_box((w, scales));
 }
 
-/// BitNet: one γ for the tensor (the statistics pass), codes, the row-quarter packing.
+/// BitNet: one γ for the tensor (the statistics pass: row sums, then their sum in row order),
+/// codes, the row-quarter packing.
 fn bitnet(x: &[f32]) {
-    let gamma = packed::ternary::gamma(packed::ternary::abs_sum(x), x.len() as u64);
+    let mut sums = vec![0f64; x.len() / K];
+    packed::ternary::row_abs_sums(x, K, &mut sums);
+    let gamma = packed::ternary::gamma(sums.iter().sum(), x.len() as u64);
     let mut codes = vec![0u8; x.len()];
     packed::ternary::codes(x, gamma, &mut codes);
     let q = x.len() / 4;
