@@ -209,6 +209,42 @@ fn failed_writes_leave_no_file() {
     assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
 }
 
+/// The packed writer too: a failed write leaves nothing, and an NF4 model folder is never the
+/// input's own folder (its `config.json` would be replaced).
+#[test]
+fn packed_outputs_are_safe_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.safetensors");
+    let script = format!(
+        "ulimit -f 512; trap '' XFSZ; exec '{}' convert '{}' -o '{}' --to int4",
+        env!("CARGO_BIN_EXE_lowbit"),
+        fixture().display(),
+        out.display()
+    );
+    let o = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    let e = error_line(&o, 1);
+    assert!(e.contains("out.safetensors") && e.matches("too large").count() == 1, "{e}");
+    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    for (name, bytes) in sharded(&generate_bfl(&FluxConfig::TINY, SEED), 2) {
+        std::fs::write(model.join(name), bytes).unwrap();
+    }
+    std::fs::write(model.join("config.json"), "{}").unwrap();
+    let before = entries(&model);
+    for dry in [false, true] {
+        let mut args = vec!["--to", "nf4", "--names", "diffusers"];
+        if dry {
+            args.push("--dry-run");
+        }
+        let e = error_line(&convert(&model, &model, &args), 1);
+        assert!(e.contains("never writes into its input's folder"), "{e}");
+    }
+    assert_eq!(entries(&model), before);
+    assert_eq!(std::fs::read_to_string(model.join("config.json")).unwrap(), "{}");
+}
+
 /// A sparse FLUX.1-dev-sized input: 11.9 B weights, far more than a few seconds of work.
 fn big_input(dir: &Path) -> PathBuf {
     let input = dir.join("flux1-dev-sparse.safetensors");
@@ -218,15 +254,12 @@ fn big_input(dir: &Path) -> PathBuf {
 }
 
 fn spawn_convert(input: &Path, out: &Path) -> std::process::Child {
+    spawn_convert_to(input, out, "gguf:q4_k")
+}
+
+fn spawn_convert_to(input: &Path, out: &Path, target: &str) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_lowbit"))
-        .args([
-            "convert",
-            input.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--to",
-            "gguf:q4_k",
-        ])
+        .args(["convert", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--to", target])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -237,7 +270,7 @@ fn spawn_convert(input: &Path, out: &Path) -> std::process::Child {
 fn partials(dir: &Path) -> Vec<String> {
     entries(dir)
         .into_iter()
-        .filter(|n| n.starts_with(".out.gguf.lowbit-") && n.ends_with(".partial"))
+        .filter(|n| n.starts_with(".out.") && n.contains(".lowbit-") && n.ends_with(".partial"))
         .collect()
 }
 
@@ -258,20 +291,22 @@ fn wait_mid_way(dir: &Path) {
     panic!("the conversion never started writing: {:?}", entries(dir));
 }
 
-/// Ctrl-C stops the conversion with exit code 130 and leaves nothing behind.
+/// Ctrl-C stops the conversion with exit code 130 and leaves nothing behind, GGUF or packed.
 #[test]
 fn interrupt_leaves_no_file() {
     let dir = tempfile::tempdir().unwrap();
     let input = big_input(dir.path());
-    let out = dir.path().join("out.gguf");
-    let child = spawn_convert(&input, &out);
-    wait_mid_way(dir.path());
-    let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    assert!(killed.success());
-    let o = child.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("interrupted"));
-    assert_eq!(entries(dir.path()), ["flux1-dev-sparse.safetensors"]);
+    for (target, out) in [("gguf:q4_k", "out.gguf"), ("ternary", "out.safetensors")] {
+        let out = dir.path().join(out);
+        let child = spawn_convert_to(&input, &out, target);
+        wait_mid_way(dir.path());
+        let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+        assert!(killed.success());
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(130), "{target}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("interrupted"), "{target}");
+        assert_eq!(entries(dir.path()), ["flux1-dev-sparse.safetensors"], "{target}");
+    }
 }
 
 /// `kill -9` mid-way: nothing at the output path, a temporary file whose name says what it is,

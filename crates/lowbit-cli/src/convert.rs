@@ -80,7 +80,7 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
     let folder = lowbit_convert::writes_folder(&plan, &recipe.target, out_arg);
     let out = lowbit_convert::weights_path(&plan, &recipe.target, out_arg);
     if folder {
-        check_folder(out_arg)?;
+        check_folder(out_arg, &ckpt)?;
     }
     if !folder || out_arg.exists() {
         check_output(&ckpt, &out, &recipe.target, args.force_extension)?;
@@ -167,11 +167,26 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refuses a model-folder output that is something other than a directory, or whose parent
-/// does not exist.
-fn check_folder(dir: &std::path::Path) -> anyhow::Result<()> {
+/// Refuses a model-folder output that is something other than a directory, whose parent does
+/// not exist, or that holds an input file (its `config.json` would be replaced).
+fn check_folder(dir: &std::path::Path, ckpt: &Checkpoint) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     match std::fs::metadata(dir) {
-        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) if m.is_dir() => {
+            let id = (m.dev(), m.ino());
+            for (input, _) in ckpt.input_files() {
+                let parent = input.parent().filter(|p| !p.as_os_str().is_empty());
+                let parent = parent.unwrap_or(std::path::Path::new("."));
+                if std::fs::metadata(parent).is_ok_and(|p| (p.dev(), p.ino()) == id) {
+                    return Err(anyhow::anyhow!(
+                        "{}: this folder holds the input {}; lowbit never writes into its input's folder (its config.json would be replaced)",
+                        dir.display(),
+                        input.display()
+                    ));
+                }
+            }
+            Ok(())
+        }
         Ok(_) => Err(anyhow::anyhow!(
             "{}: not a directory (NF4 in diffusers names writes a model folder; end -o in .safetensors for one file)",
             dir.display()
