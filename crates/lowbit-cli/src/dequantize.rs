@@ -48,6 +48,8 @@ pub(crate) fn run(args: &DequantizeArgs) -> anyhow::Result<()> {
     let io = |e: std::io::Error| anyhow::Error::new(e).context(out.display().to_string());
     let start = std::time::Instant::now();
     let mut file = AtomicFile::create(out).map_err(io)?;
+    let total: u64 = layers.iter().map(|l| l.params() * args.dtype.size()).sum();
+    lowbit_convert::preallocate(file.file(), header.len() as u64 + total).map_err(io)?;
     let mut data_bytes = 0u64;
     {
         let mut w = BufWriter::with_capacity(1 << 20, file.file_mut());
@@ -65,7 +67,7 @@ pub(crate) fn run(args: &DequantizeArgs) -> anyhow::Result<()> {
                 let end = row.saturating_add(chunk).min(rows);
                 #[expect(clippy::cast_possible_truncation, reason = "a chunk fits in memory")]
                 values.resize(((end - row) * len) as usize, 0.0f32);
-                ckpt.read_layer_f32(layer, row..end, &mut values)?;
+                decode_parallel(&ckpt, layer, row, &mut values)?;
                 encode(&values, args.dtype, &mut bytes);
                 w.write_all(&bytes).map_err(io)?;
                 data_bytes += bytes.len() as u64;
@@ -86,21 +88,51 @@ pub(crate) fn run(args: &DequantizeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Rows of `layer` from `first` on, decoded into `values` (whole rows) by parallel tasks; when
+/// several fail, the first in row order decides the error.
+fn decode_parallel(
+    ckpt: &Checkpoint,
+    layer: &Layer,
+    first: u64,
+    values: &mut [f32],
+) -> Result<(), lowbit_checkpoint::Error> {
+    use rayon::prelude::*;
+    let len = layer.row_len().max(1);
+    let per_task = ((1u64 << 16) / len).max(1);
+    #[expect(clippy::cast_possible_truncation, reason = "a task is small")]
+    let task = (per_task * len) as usize;
+    let results: Vec<Result<(), lowbit_checkpoint::Error>> = values
+        .par_chunks_mut(task)
+        .enumerate()
+        .map(|(i, v)| {
+            let r0 = first + i as u64 * per_task;
+            ckpt.read_layer_f32(layer, r0..r0 + v.len() as u64 / len, v)
+        })
+        .collect();
+    results.into_iter().collect()
+}
+
 /// Values as little-endian BF16 (ggml's rounding: nearest even, NaN kept quiet) or F32.
 fn encode(values: &[f32], dtype: OutDtype, out: &mut Vec<u8>) {
+    use rayon::prelude::*;
+    const TASK: usize = 1 << 16;
     out.clear();
     match dtype {
         OutDtype::Bf16 => {
             out.resize(values.len() * 2, 0);
-            for (b, &v) in out.chunks_exact_mut(2).zip(values) {
-                b.copy_from_slice(&lowbit_dtype::f16::fp32_to_bf16(v).to_le_bytes());
-            }
+            out.par_chunks_mut(2 * TASK).zip(values.par_chunks(TASK)).for_each(|(o, v)| {
+                for (b, &v) in o.chunks_exact_mut(2).zip(v) {
+                    b.copy_from_slice(&lowbit_dtype::f16::fp32_to_bf16(v).to_le_bytes());
+                }
+            });
         }
         OutDtype::F32 => {
             out.resize(values.len() * 4, 0);
-            for (b, v) in out.chunks_exact_mut(4).zip(values) {
-                b.copy_from_slice(&v.to_le_bytes());
-            }
+            out.par_chunks_mut(4 * TASK).zip(values.par_chunks(TASK)).for_each(|(o, v)| {
+                for (b, v) in o.chunks_exact_mut(4).zip(v) {
+                    b.copy_from_slice(&v.to_le_bytes());
+                }
+            });
         }
     }
 }

@@ -251,7 +251,7 @@ pub(crate) fn run(args: &DiffArgs) -> anyhow::Result<()> {
     }
     let mut rows = Vec::with_capacity(common.len());
     let mut total = Sums::default();
-    let (mut ba, mut bb, mut tmp) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ba, mut bb, mut ta, mut tb) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (name, va, vb) in common {
         let mut sums = Sums::default();
         let dim0 = va.shape.first().copied().unwrap_or(1);
@@ -264,9 +264,28 @@ pub(crate) fn run(args: &DiffArgs) -> anyhow::Result<()> {
             let n = usize::try_from((end - row) * inner)?;
             ba.resize(n, 0.0);
             bb.resize(n, 0.0);
-            a.read(va, row..end, &mut ba, &mut tmp)?;
-            b.read(vb, row..end, &mut bb, &mut tmp)?;
-            sums.add(&ba, &bb);
+            // The two sides decode at the same time (A's error first when both fail).
+            let (ra, rb) = rayon::join(
+                || a.read(va, row..end, &mut ba, &mut ta),
+                || b.read(vb, row..end, &mut bb, &mut tb),
+            );
+            ra?;
+            rb?;
+            // Fixed blocks summed in parallel and merged in order: the same sums for any
+            // thread count.
+            use rayon::prelude::*;
+            let parts: Vec<Sums> = ba
+                .par_chunks(1 << 16)
+                .zip(bb.par_chunks(1 << 16))
+                .map(|(x, y)| {
+                    let mut s = Sums::default();
+                    s.add(x, y);
+                    s
+                })
+                .collect();
+            for p in &parts {
+                sums.merge(p);
+            }
             row = end;
         }
         total.merge(&sums);

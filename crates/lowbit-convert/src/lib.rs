@@ -31,4 +31,6 @@ pub use packed::{packed_file_bytes, packed_metadata, write_packed};
 pub use plan::dense_dtype;
 pub use plan::{OutputNaming, Plan, PlannedTensor, Reason};
 pub use recipe::{Mix, PRESETS, Recipe, Rule, RuleType, SchemeOptions, Target, preset};
-pub use write::{CHUNK_BYTES, MAX_THREADS, Options, Written, layout, metadata, write_gguf};
+pub use write::{
+    CHUNK_BYTES, MAX_THREADS, Options, Written, layout, metadata, preallocate, write_gguf,
+};

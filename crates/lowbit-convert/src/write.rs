@@ -407,10 +407,14 @@ pub fn write_gguf(
     Ok(Written { tensors: plan.tensors.len(), bytes })
 }
 
-/// Reserves the whole output up front. On ext4 this makes the writes that follow several times
-/// cheaper than growing a file page by page, and a full disk shows up here, before any work,
-/// as `ENOSPC`. File systems without `fallocate` simply skip it.
-pub(crate) fn preallocate(file: &std::fs::File, len: u64) -> std::io::Result<()> {
+/// Reserves the whole output up front (every writer of large files uses it). On ext4 this makes
+/// the writes that follow several times cheaper than growing a file page by page, and a full
+/// disk shows up here, before any work, as `ENOSPC`. File systems without `fallocate` simply
+/// skip it.
+///
+/// # Errors
+/// `ENOSPC` and other failures of `fallocate`, except its absence.
+pub fn preallocate(file: &std::fs::File, len: u64) -> std::io::Result<()> {
     match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
         Ok(()) => Ok(()),
         Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => Ok(()),
