@@ -73,6 +73,19 @@ def config(shapes: dict) -> dict:
     }
 
 
+def write_config(src: str, work: str) -> tuple:
+    """The diffusers config of the BFL checkpoint `src`, written as `work/config/config.json`;
+    returns (config, its folder)."""
+    with safe_open(src, framework="pt") as f:
+        shapes = {n: tuple(f.get_slice(n).get_shape()) for n in f.keys()}
+    cfg = config(shapes)
+    config_dir = os.path.join(work, "config")
+    os.makedirs(config_dir, exist_ok=True)
+    with open(os.path.join(config_dir, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    return cfg, config_dir
+
+
 def inputs(cfg: dict) -> dict:
     g = torch.Generator().manual_seed(0)
     img_tokens, txt_tokens = 16, 8
@@ -213,13 +226,7 @@ def controls(model, ref: dict, baseline: dict, run=None) -> tuple:
 
 def main(src: str, q8: str, q4km: str, work: str) -> None:
     start = time.time()
-    with safe_open(src, framework="pt") as f:
-        shapes = {n: tuple(f.get_slice(n).get_shape()) for n in f.keys()}
-    cfg = config(shapes)
-    config_dir = os.path.join(work, "config")
-    os.makedirs(config_dir, exist_ok=True)
-    with open(os.path.join(config_dir, "config.json"), "w") as f:
-        json.dump(cfg, f)
+    cfg, config_dir = write_config(src, work)
     x = inputs(cfg)
 
     def forward(model) -> torch.Tensor:

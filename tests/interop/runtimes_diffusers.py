@@ -52,11 +52,10 @@ import torch
 from diffusers import BFLQuantizationConfig, FluxTransformer2DModel
 from diffusers.quantizers.bfl.utils import BFLFP8RLinear, dequantize_fp8r
 from diffusers.quantizers.bitsandbytes.bnb_quantizer import BnB4BitDiffusersQuantizer
-from safetensors import safe_open
 from safetensors.torch import load_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from diffusers_flux import config, inputs, output_error  # noqa: E402
+from diffusers_flux import inputs, output_error, write_config  # noqa: E402
 
 # Bounds, measured on the full-width test model (seed 11) with diffusers_flux.py's inputs (the
 # script prints every measurement). FP8 output: 0.040 measured, twice that allowed; doubling one
@@ -230,13 +229,7 @@ def nf4_checks(nf4_dir: str, nf4_deq: str, ref: dict, linears_all: set, forward,
 
 def main(src, fp8, fp8_deq, nf4_dir, nf4_deq, work) -> None:
     start = time.time()
-    with safe_open(src, framework="pt") as f:
-        shapes = {n: tuple(f.get_slice(n).get_shape()) for n in f.keys()}
-    cfg = config(shapes)
-    config_dir = os.path.join(work, "config")
-    os.makedirs(config_dir, exist_ok=True)
-    with open(os.path.join(config_dir, "config.json"), "w") as f:
-        json.dump(cfg, f)
+    cfg, config_dir = write_config(src, work)
     x = inputs(cfg)
 
     def forward(model) -> torch.Tensor:

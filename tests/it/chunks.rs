@@ -9,12 +9,13 @@
 //! lowbit's reader. The CLI check does the same for full-size FLUX tensors that span several
 //! default chunks.
 
-use crate::support::{bf16_values, flux_3072, flux_3072_gguf, read_at, safetensors_entries};
+use crate::support::{
+    bf16_values, flux_3072, flux_3072_gguf, outlier_weights, read_at, safetensors_entries,
+};
 use lowbit_checkpoint::{Checkpoint, StorageType};
 use lowbit_convert::{CHUNK_BYTES, Options, Plan, Recipe, write_gguf};
 use lowbit_dtype::GgmlType;
 use lowbit_fixtures::flux::GenTensor;
-use lowbit_fixtures::rng::Rng;
 use lowbit_fixtures::write::safetensors_bytes;
 use std::path::Path;
 
@@ -29,21 +30,9 @@ const TYPES: [&str; 15] = [
 /// here is one chunk of up to 16 tasks.
 const CHUNK_SIZES: [u64; 3] = [1, 100_003, CHUNK_BYTES];
 
-/// A BF16 tensor of N(0, 1/cols) weights with two outlier columns (×20) and one row of zeros.
+/// The test's weights: [`outlier_weights`] with outlier columns ×20.
 fn weights(name: &str, rows: u64, cols: u64) -> GenTensor {
-    let mut rng = Rng::for_name(7, name);
-    let outliers = [rng.below(cols), rng.below(cols)];
-    let zero_row = rng.below(rows);
-    let std = 1.0 / (cols as f64).sqrt();
-    let mut data = Vec::new();
-    for r in 0..rows {
-        for c in 0..cols {
-            let scale = if outliers.contains(&c) { 20.0 } else { 1.0 };
-            let v = if r == zero_row { 0.0 } else { std * scale * rng.normal() };
-            data.extend_from_slice(&half::bf16::from_f64(v).to_le_bytes());
-        }
-    }
-    GenTensor { name: name.to_owned(), shape: vec![rows, cols], data }
+    outlier_weights(7, name, rows, cols, 20.0)
 }
 
 /// Names outside any known architecture, so the type of every 2-D tensor is the target's

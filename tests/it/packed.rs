@@ -7,11 +7,10 @@
 //! scheme's own test file (`nf4.rs` against bitsandbytes, `fp8.rs` against `ml_dtypes`,
 //! diffusers and comfy-kitchen, `ternary.rs` and `int4.rs` against numpy and transformers).
 
-use crate::support::{bf16_values, lowbit, safetensors_entries};
+use crate::support::{bf16_values, lowbit, outlier_weights, safetensors_entries};
 use lowbit_checkpoint::Checkpoint;
 use lowbit_convert::{CHUNK_BYTES, Options, Plan, Recipe, write_packed};
 use lowbit_fixtures::flux::GenTensor;
-use lowbit_fixtures::rng::Rng;
 use lowbit_fixtures::write::safetensors_bytes;
 use lowbit_layout::Scheme;
 use std::collections::BTreeMap;
@@ -47,21 +46,9 @@ fn max_rel_error(s: Scheme) -> f64 {
     }
 }
 
-/// A BF16 tensor of N(0, 1/cols) weights with two outlier columns (×8) and one row of zeros.
+/// The test's weights: [`outlier_weights`] with outlier columns ×8.
 fn weights(name: &str, rows: u64, cols: u64) -> GenTensor {
-    let mut rng = Rng::for_name(11, name);
-    let outliers = [rng.below(cols), rng.below(cols)];
-    let zero_row = rng.below(rows);
-    let std = 1.0 / (cols as f64).sqrt();
-    let mut data = Vec::new();
-    for r in 0..rows {
-        for c in 0..cols {
-            let scale = if outliers.contains(&c) { 8.0 } else { 1.0 };
-            let v = if r == zero_row { 0.0 } else { std * scale * rng.normal() };
-            data.extend_from_slice(&half::bf16::from_f64(v).to_le_bytes());
-        }
-    }
-    GenTensor { name: name.to_owned(), shape: vec![rows, cols], data }
+    outlier_weights(11, name, rows, cols, 8.0)
 }
 
 /// Names outside any known architecture (so every 2-D `.weight` takes the target's scheme): a

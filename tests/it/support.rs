@@ -294,3 +294,27 @@ pub(crate) fn flux_3072_gguf(target: &str) -> &'static Path {
         out
     })
 }
+
+/// A BF16 tensor of N(0, 1/cols) weights with two outlier columns (× `outlier`) and one row of
+/// zeros, drawn from `seed` and the name.
+pub(crate) fn outlier_weights(
+    seed: u64,
+    name: &str,
+    rows: u64,
+    cols: u64,
+    outlier: f64,
+) -> GenTensor {
+    let mut rng = lowbit_fixtures::rng::Rng::for_name(seed, name);
+    let outliers = [rng.below(cols), rng.below(cols)];
+    let zero_row = rng.below(rows);
+    let std = 1.0 / (cols as f64).sqrt();
+    let mut data = Vec::new();
+    for r in 0..rows {
+        for c in 0..cols {
+            let scale = if outliers.contains(&c) { outlier } else { 1.0 };
+            let v = if r == zero_row { 0.0 } else { std * scale * rng.normal() };
+            data.extend_from_slice(&half::bf16::from_f64(v).to_le_bytes());
+        }
+    }
+    GenTensor { name: name.to_owned(), shape: vec![rows, cols], data }
+}

@@ -47,12 +47,7 @@ pub(crate) fn flux_dev_bf16(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
 
 pub(crate) fn inspect() -> anyhow::Result<()> {
     let root = crate::workspace_root();
-    crate::ci::sh(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(&root)
-            .args(["build", "--release", "--quiet", "-p", "lowbit-cli"]),
-    )?;
-    let lowbit = root.join("target/release/lowbit");
+    let lowbit = release_lowbit(&root)?;
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir)?;
 
@@ -208,6 +203,28 @@ fn mparams(d: Duration) -> f64 {
     (QUANT_ROWS * QUANT_COLS) as f64 / d.as_secs_f64() / 1e6
 }
 
+/// Builds the release `lowbit` and returns its path.
+pub(crate) fn release_lowbit(root: &Path) -> anyhow::Result<std::path::PathBuf> {
+    crate::ci::sh(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root)
+            .args(["build", "--release", "--quiet", "-p", "lowbit-cli"]),
+    )?;
+    Ok(root.join("target/release/lowbit"))
+}
+
+/// Runs `cargo xtask <command>` again as a release build: `cargo xtask` builds xtask, and with
+/// it the quantizers it times in-process, without optimisation, and timing that would be
+/// meaningless.
+pub(crate) fn rerun_in_release(root: &Path, command: &str) -> anyhow::Result<()> {
+    eprintln!("{command}: rebuilding xtask in release mode");
+    crate::ci::sh(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root)
+            .args(["run", "--release", "--quiet", "--package", "xtask", "--", command]),
+    )
+}
+
 fn ratio(ours: f64, theirs: Option<f64>) -> String {
     theirs.map_or_else(|| "–".into(), |t| format!("{:.2}×", ours / t))
 }
@@ -216,20 +233,8 @@ fn ratio(ours: f64, theirs: Option<f64>) -> String {
 /// ggml's C quantizers with as many threads, and of the `gguf` package, on one FLUX-like matrix.
 pub(crate) fn quant() -> anyhow::Result<()> {
     let root = crate::workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     if cfg!(debug_assertions) {
-        // `cargo xtask` builds xtask, and with it lowbit-quant, without optimisation; timing that
-        // would be meaningless, so run again as a release build.
-        eprintln!("bench-quant: rebuilding xtask in release mode");
-        return crate::ci::sh(Command::new(cargo).current_dir(&root).args([
-            "run",
-            "--release",
-            "--quiet",
-            "--package",
-            "xtask",
-            "--",
-            "bench-quant",
-        ]));
+        return rerun_in_release(&root, "bench-quant");
     }
     let python = crate::ci::venv(&root)?;
     crate::ci::ggml_ref(&root, &python)?;

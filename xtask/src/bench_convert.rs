@@ -124,12 +124,7 @@ fn select(names: &[&str]) -> anyhow::Result<Vec<&'static Target>> {
 pub(crate) fn run(names: &[&str]) -> anyhow::Result<()> {
     let targets = select(names)?;
     let root = crate::workspace_root();
-    crate::ci::sh(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(&root)
-            .args(["build", "--release", "--quiet", "-p", "lowbit-cli"]),
-    )?;
-    let lowbit = root.join("target/release/lowbit");
+    let lowbit = crate::bench::release_lowbit(&root)?;
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir)?;
     let input = dir.join("flux-3072-1d1s.safetensors");

@@ -227,19 +227,9 @@ fn python(var: &str, venv: fn(&Path) -> anyhow::Result<PathBuf>) -> anyhow::Resu
 
 pub(crate) fn run() -> anyhow::Result<()> {
     let root = crate::workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     if cfg!(debug_assertions) {
-        // Timing an unoptimised lowbit-quant would be meaningless: run again as a release build.
-        eprintln!("bench-packed: rebuilding xtask in release mode");
-        return crate::ci::sh(Command::new(cargo).current_dir(&root).args([
-            "run",
-            "--release",
-            "--quiet",
-            "--package",
-            "xtask",
-            "--",
-            "bench-packed",
-        ]));
+        // Timing an unoptimised lowbit-quant would be meaningless.
+        return crate::bench::rerun_in_release(&root, "bench-packed");
     }
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir)?;
@@ -296,12 +286,5 @@ pub(crate) fn run() -> anyhow::Result<()> {
         }
     }
     println!("\nReproduce: cargo xtask bench-packed\n\n--- storage (cargo xtask bench-size) ---\n");
-    crate::ci::sh(Command::new(cargo).current_dir(&root).args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "lowbit-cli",
-    ]))?;
-    crate::bench_size::table(&root.join("target/release/lowbit"), &dir)
+    crate::bench_size::table(&crate::bench::release_lowbit(&root)?, &dir)
 }

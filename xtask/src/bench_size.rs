@@ -132,12 +132,8 @@ pub(crate) fn table(lowbit: &Path, dir: &Path) -> anyhow::Result<()> {
 /// `cargo xtask bench-size`: builds the release CLI and prints the table.
 pub(crate) fn run() -> anyhow::Result<()> {
     let root = crate::workspace_root();
-    crate::ci::sh(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(&root)
-            .args(["build", "--release", "--quiet", "-p", "lowbit-cli"]),
-    )?;
+    let lowbit = crate::bench::release_lowbit(&root)?;
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir)?;
-    table(&root.join("target/release/lowbit"), &dir)
+    table(&lowbit, &dir)
 }

@@ -15,7 +15,7 @@ use crate::atomic::AtomicFile;
 use crate::plan::{Plan, PlannedTensor, dense_dtype};
 use crate::recipe::{Recipe, Target};
 use crate::stats::{Stat, stats};
-use crate::write::{Options, Written, gather, gather_raw16, preallocate};
+use crate::write::{Options, Written, gather, gather_raw16, pipeline, preallocate};
 use lowbit_checkpoint::Checkpoint;
 use lowbit_dtype::Dtype;
 use lowbit_dtype::f16::{fp32_to_bf16, fp32_to_fp16};
@@ -451,81 +451,73 @@ pub fn write_packed(
     let elems_per_chunk = (opts.chunk_bytes / 4).max(1);
 
     let file = tmp.file();
-    let result: Result<(), Error> = std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::sync_channel::<Vec<Piece>>(1);
-        let writer = scope.spawn(move || -> std::io::Result<()> {
-            file.write_all_at(&layout.header, 0)?;
-            for pieces in rx {
-                for (at, bytes) in pieces {
-                    file.write_all_at(&bytes, at)?;
+    let header = &layout.header;
+    let write = move |rx: mpsc::Receiver<Vec<Piece>>| -> std::io::Result<()> {
+        file.write_all_at(header, 0)?;
+        for pieces in rx {
+            for (at, bytes) in pieces {
+                file.write_all_at(&bytes, at)?;
+            }
+        }
+        Ok(())
+    };
+    let produce = |tx: &mpsc::SyncSender<Vec<Piece>>| -> Result<(), Error> {
+        let mut first = 0usize; // index of the tensor's first entry
+        for (i, t) in plan.tensors.iter().enumerate() {
+            let ents = &entries[i];
+            let offs = &layout.offsets[first..first + ents.len()];
+            first += ents.len();
+            let stat = stats[i];
+            if let Some(scheme) = t.scheme {
+                let src = dense_dtype(t.ty);
+                let shape = [t.shape[0], t.shape[1]];
+                let wholes: Vec<Piece> = (0..ents.len())
+                    .filter(|&j| {
+                        unit_offset(scheme, j, t.row_len(), 0).is_none()
+                            && !matches!(scheme, Scheme::Int4 { .. })
+                    })
+                    .map(|j| (data_start + offs[j].0, whole(scheme, j, &stat, shape, src)))
+                    .collect();
+                if tx.send(wholes).is_err() {
+                    return Ok(());
                 }
             }
-            Ok(())
-        });
-        let produce = || -> Result<(), Error> {
-            let mut first = 0usize; // index of the tensor's first entry
-            for (i, t) in plan.tensors.iter().enumerate() {
-                let ents = &entries[i];
-                let offs = &layout.offsets[first..first + ents.len()];
-                first += ents.len();
-                let stat = stats[i];
-                if let Some(scheme) = t.scheme {
-                    let src = dense_dtype(t.ty);
-                    let shape = [t.shape[0], t.shape[1]];
-                    let wholes: Vec<Piece> = (0..ents.len())
-                        .filter(|&j| {
-                            unit_offset(scheme, j, t.row_len(), 0).is_none()
-                                && !matches!(scheme, Scheme::Int4 { .. })
-                        })
-                        .map(|j| (data_start + offs[j].0, whole(scheme, j, &stat, shape, src)))
-                        .collect();
-                    if tx.send(wholes).is_err() {
-                        return Ok(());
-                    }
+            let per_unit = t.row_len() * if t.scheme == Some(Scheme::Bitnet) { 4 } else { 1 };
+            let gran = granule(t.scheme, t.row_len());
+            let per_chunk = ((elems_per_chunk / per_unit.max(1)).max(1) / gran).max(1) * gran;
+            let n = units(t);
+            let mut u = 0;
+            while u < n {
+                if cancelled() {
+                    return Err(Error::Cancelled);
                 }
-                let per_unit = t.row_len() * if t.scheme == Some(Scheme::Bitnet) { 4 } else { 1 };
-                let gran = granule(t.scheme, t.row_len());
-                let per_chunk = ((elems_per_chunk / per_unit.max(1)).max(1) / gran).max(1) * gran;
-                let n = units(t);
-                let mut u = 0;
-                while u < n {
-                    if cancelled() {
-                        return Err(Error::Cancelled);
-                    }
-                    let end = (u + per_chunk).min(n);
-                    let pieces = pool.install(|| {
-                        chunk_pieces(
-                            ckpt,
-                            t,
-                            ents,
-                            offs,
-                            data_start,
-                            &stat,
-                            u..end,
-                            opts.allow_non_finite,
-                        )
-                    })?;
-                    if tx.send(pieces).is_err() {
-                        return Ok(());
-                    }
-                    let elems = (end - u) * per_unit;
-                    let d = done.fetch_add(elems, Ordering::Relaxed) + elems;
-                    if let Some(p) = opts.progress {
-                        p(d, total);
-                    }
-                    u = end;
+                let end = (u + per_chunk).min(n);
+                let pieces = pool.install(|| {
+                    chunk_pieces(
+                        ckpt,
+                        t,
+                        ents,
+                        offs,
+                        data_start,
+                        &stat,
+                        u..end,
+                        opts.allow_non_finite,
+                    )
+                })?;
+                if tx.send(pieces).is_err() {
+                    return Ok(());
                 }
+                let elems = (end - u) * per_unit;
+                let d = done.fetch_add(elems, Ordering::Relaxed) + elems;
+                if let Some(p) = opts.progress {
+                    p(d, total);
+                }
+                u = end;
             }
-            Ok(())
-        };
-        let produced = produce();
-        drop(tx);
-        let wrote =
-            writer.join().unwrap_or_else(|_| Err(std::io::Error::other("writer thread panicked")));
-        produced?;
-        wrote.map_err(io)
-    });
-    result?;
+        }
+        Ok(())
+    };
+    pipeline(write, produce, io)?;
     let bytes = tmp.file().metadata().map_err(io)?.len();
     tmp.commit().map_err(io)?;
     Ok(Written { tensors: entries.iter().map(Vec::len).sum(), bytes })

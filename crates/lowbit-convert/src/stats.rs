@@ -46,10 +46,7 @@ fn task(
     gather(ckpt, t, elems, &mut x, &mut Vec::new(), allow_non_finite)?;
     Ok(match scheme {
         Scheme::Nf4 { .. } => Partial {
-            absmax: x
-                .chunks(NF4_BLOCK as usize)
-                .map(|b| b.iter().fold(0f32, |m, v| m.max(v.abs())))
-                .collect(),
+            absmax: x.chunks(NF4_BLOCK as usize).map(packed::absmax).collect(),
             ..Partial::default()
         },
         _ => Partial { amax: packed::fp8::amax(&x), ..Partial::default() },

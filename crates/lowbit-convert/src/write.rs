@@ -14,7 +14,7 @@ use crate::output::check_output;
 use crate::plan::{Plan, PlannedTensor};
 use crate::recipe::Recipe;
 use lowbit_arch::Architecture;
-use lowbit_checkpoint::Checkpoint;
+use lowbit_checkpoint::{Checkpoint, Tensor};
 use lowbit_gguf::{Array, Layout, Value, type_id};
 use rayon::prelude::*;
 use std::io::Write;
@@ -138,6 +138,50 @@ fn chunks(plan: &Plan, chunk_bytes: u64) -> Vec<Chunk> {
     out
 }
 
+/// Calls `f(source tensor, its first element, count, elements before)` for each run of input
+/// elements that logical elements `elems` of `t` (its parts concatenated) are made of, in order.
+fn for_each_run(
+    ckpt: &Checkpoint,
+    t: &PlannedTensor,
+    elems: std::ops::Range<u64>,
+    mut f: impl FnMut(&Tensor, u64, usize, usize) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut at = 0u64; // logical element where the current part starts
+    let mut filled = 0usize;
+    for p in &t.parts {
+        let Some(src) = ckpt.tensor(&p.tensor) else {
+            return Err(Error::PlanMismatch {
+                file: ckpt.path().to_owned(),
+                tensor: p.tensor.clone(),
+            });
+        };
+        let inner = src.params / src.shape.first().copied().unwrap_or(1).max(1);
+        let len = (p.dim0.end - p.dim0.start) * inner;
+        let (a, b) = (elems.start.max(at), elems.end.min(at + len));
+        if a < b {
+            #[expect(clippy::cast_possible_truncation, reason = "bounded by the task size")]
+            let n = (b - a) as usize;
+            f(src, p.dim0.start * inner + (a - at), n, filled)?;
+            filled += n;
+        }
+        at += len;
+        if at >= elems.end {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The error for the non-finite `value` at flat element `flat` of `src`.
+fn non_finite(ckpt: &Checkpoint, src: &Tensor, flat: u64, value: f32) -> Error {
+    Error::NonFinite {
+        file: ckpt.file_of(src).to_owned(),
+        tensor: src.name.clone(),
+        index: unravel(flat, &src.shape),
+        value,
+    }
+}
+
 /// Like [`gather`], for a BF16 or F16 tensor kept in its own dtype: the stored bytes of
 /// logical elements `elems` (two per element) copied into `out` without decoding, NaN and
 /// infinities refused all the same (exponent bits all ones). `false` when a part is stored in
@@ -155,51 +199,23 @@ pub(crate) fn gather_raw16(
         lowbit_dtype::Dtype::F16 => 0x7c00,
         _ => return Ok(false),
     };
-    let mut at = 0u64;
-    let mut filled = 0usize;
-    for p in &t.parts {
-        let Some(src) = ckpt.tensor(&p.tensor) else {
-            return Err(Error::PlanMismatch {
-                file: ckpt.path().to_owned(),
-                tensor: p.tensor.clone(),
-            });
-        };
-        if src.ty != lowbit_checkpoint::StorageType::Dense(dtype) {
-            return Ok(false);
-        }
-        let inner = src.params / src.shape.first().copied().unwrap_or(1).max(1);
-        let len = (p.dim0.end - p.dim0.start) * inner;
-        let (a, b) = (elems.start.max(at), elems.end.min(at + len));
-        if a < b {
-            let src_start = p.dim0.start * inner + (a - at);
-            #[expect(clippy::cast_possible_truncation, reason = "bounded by the task size")]
-            let n = (b - a) as usize;
-            let dst = &mut out[filled * 2..(filled + n) * 2];
-            ckpt.read_raw_at(src, src_start * 2, dst)?;
-            let bad = dst.chunks_exact(2).fold(false, |bad, h| {
-                bad | (u16::from_le_bytes([h[0], h[1]]) & exp_mask == exp_mask)
-            });
-            if !allow_non_finite && bad {
-                let i = dst
-                    .chunks_exact(2)
-                    .position(|h| u16::from_le_bytes([h[0], h[1]]) & exp_mask == exp_mask)
-                    .unwrap_or(0);
-                let mut v = [0f32; 1];
-                ckpt.read_f32(src, src_start + i as u64..src_start + i as u64 + 1, &mut v)?;
-                return Err(Error::NonFinite {
-                    file: ckpt.file_of(src).to_owned(),
-                    tensor: src.name.clone(),
-                    index: unravel(src_start + i as u64, &src.shape),
-                    value: v[0],
-                });
-            }
-            filled += n;
-        }
-        at += len;
-        if at >= elems.end {
-            break;
-        }
+    let stored = lowbit_checkpoint::StorageType::Dense(dtype);
+    if t.parts.iter().any(|p| ckpt.tensor(&p.tensor).is_some_and(|s| s.ty != stored)) {
+        return Ok(false);
     }
+    let special = |h: &[u8]| u16::from_le_bytes([h[0], h[1]]) & exp_mask == exp_mask;
+    for_each_run(ckpt, t, elems, |src, first, n, filled| {
+        let dst = &mut out[filled * 2..(filled + n) * 2];
+        ckpt.read_raw_at(src, first * 2, dst)?;
+        let bad = dst.chunks_exact(2).fold(false, |bad, h| bad | special(h));
+        if !allow_non_finite && bad {
+            let i = dst.chunks_exact(2).position(special).unwrap_or(0) as u64;
+            let mut v = [0f32; 1];
+            ckpt.read_f32(src, first + i..first + i + 1, &mut v)?;
+            return Err(non_finite(ckpt, src, first + i, v[0]));
+        }
+        Ok(())
+    })?;
     Ok(true)
 }
 
@@ -213,45 +229,19 @@ pub(crate) fn gather(
     scratch: &mut Vec<u8>,
     allow_non_finite: bool,
 ) -> Result<(), Error> {
-    let mut at = 0u64; // logical element where the current part starts
-    let mut filled = 0usize;
-    for p in &t.parts {
-        let Some(src) = ckpt.tensor(&p.tensor) else {
-            return Err(Error::PlanMismatch {
-                file: ckpt.path().to_owned(),
-                tensor: p.tensor.clone(),
-            });
-        };
-        let inner = src.params / src.shape.first().copied().unwrap_or(1).max(1);
-        let len = (p.dim0.end - p.dim0.start) * inner;
-        let (a, b) = (elems.start.max(at), elems.end.min(at + len));
-        if a < b {
-            let src_start = p.dim0.start * inner + (a - at);
-            #[expect(clippy::cast_possible_truncation, reason = "bounded by the task size")]
-            let n = (b - a) as usize;
-            let dst = &mut out[filled..filled + n];
-            ckpt.read_f32_with(src, src_start..src_start + (b - a), dst, scratch)?;
-            // A branch-free scan the compiler vectorises; the position is looked up on failure.
-            let any_bad = dst.iter().fold(false, |bad, v| bad | !v.is_finite());
-            if !allow_non_finite
-                && any_bad
-                && let Some(i) = dst.iter().position(|v| !v.is_finite())
-            {
-                return Err(Error::NonFinite {
-                    file: ckpt.file_of(src).to_owned(),
-                    tensor: src.name.clone(),
-                    index: unravel(src_start + i as u64, &src.shape),
-                    value: dst[i],
-                });
-            }
-            filled += n;
+    for_each_run(ckpt, t, elems, |src, first, n, filled| {
+        let dst = &mut out[filled..filled + n];
+        ckpt.read_f32_with(src, first..first + n as u64, dst, scratch)?;
+        // A branch-free scan the compiler vectorises; the position is looked up on failure.
+        let any_bad = dst.iter().fold(false, |bad, v| bad | !v.is_finite());
+        if !allow_non_finite
+            && any_bad
+            && let Some(i) = dst.iter().position(|v| !v.is_finite())
+        {
+            return Err(non_finite(ckpt, src, first + i as u64, dst[i]));
         }
-        at += len;
-        if at >= elems.end {
-            break;
-        }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Quantizes rows `rows` of `t` into `out` (exactly their bytes), in parallel. When several
@@ -335,76 +325,87 @@ pub fn write_gguf(
     let cancelled = || opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed));
 
     let file = tmp.file_mut();
-    let result: Result<(), Error> = std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::sync_channel::<(Vec<u8>, u64)>(1);
-        let writer = scope.spawn(move || -> Result<(), std::io::Error> {
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-            w.write_all(&layout.header)?;
-            let mut written = 0u64;
-            for (bytes, pad_to) in rx {
-                w.write_all(&bytes)?;
-                written += bytes.len() as u64;
-                if pad_to > written {
-                    #[expect(
-                        clippy::cast_possible_truncation,
-                        reason = "padding is below the alignment"
-                    )]
-                    w.write_all(&vec![0u8; (pad_to - written) as usize])?;
-                    written = pad_to;
-                }
-            }
-            w.flush()?;
-            Ok(())
-        });
-        let produce = || -> Result<(), Error> {
-            for c in &chunks {
-                if cancelled() {
-                    return Err(Error::Cancelled);
-                }
-                let t = &plan.tensors[c.tensor];
-                let info = &layout.tensors[c.tensor];
-                let row_bytes = t.ty.row_bytes(t.row_len()).unwrap_or(0);
+    let write = move |rx: mpsc::Receiver<(Vec<u8>, u64)>| -> std::io::Result<()> {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        w.write_all(&layout.header)?;
+        let mut written = 0u64;
+        for (bytes, pad_to) in rx {
+            w.write_all(&bytes)?;
+            written += bytes.len() as u64;
+            if pad_to > written {
                 #[expect(
                     clippy::cast_possible_truncation,
-                    reason = "a chunk is at most `chunk_bytes`, or one row"
+                    reason = "padding is below the alignment"
                 )]
-                let mut bytes = vec![0u8; ((c.rows.end - c.rows.start) * row_bytes) as usize];
-                pool.install(|| {
-                    quantize_chunk(ckpt, t, c.rows.clone(), &mut bytes, opts.allow_non_finite)
-                })?;
-                // After a tensor's last chunk, pad to where the next tensor (or the end) starts.
-                let last = c.rows.end >= t.n_rows();
-                let pad_to = if last {
-                    layout.tensors.get(c.tensor + 1).map_or(layout.data_len, |next| next.offset)
-                } else {
-                    info.offset + c.rows.end * row_bytes
-                };
-                if tx.send((bytes, pad_to)).is_err() {
-                    // The writer stopped: its error is reported below.
-                    return Ok(());
-                }
-                let n =
-                    done.fetch_add((c.rows.end - c.rows.start) * t.row_len(), Ordering::Relaxed);
-                if let Some(p) = opts.progress {
-                    p(n + (c.rows.end - c.rows.start) * t.row_len(), total);
-                }
+                w.write_all(&vec![0u8; (pad_to - written) as usize])?;
+                written = pad_to;
             }
-            Ok(())
-        };
-        let produced = produce();
-        drop(tx);
-        let wrote =
-            writer.join().unwrap_or_else(|_| Err(std::io::Error::other("writer thread panicked")));
-        produced?;
-        wrote.map_err(io)
-    });
-    result?;
+        }
+        w.flush()?;
+        Ok(())
+    };
+    let produce = |tx: &mpsc::SyncSender<(Vec<u8>, u64)>| -> Result<(), Error> {
+        for c in &chunks {
+            if cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let t = &plan.tensors[c.tensor];
+            let info = &layout.tensors[c.tensor];
+            let row_bytes = t.ty.row_bytes(t.row_len()).unwrap_or(0);
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "a chunk is at most `chunk_bytes`, or one row"
+            )]
+            let mut bytes = vec![0u8; ((c.rows.end - c.rows.start) * row_bytes) as usize];
+            pool.install(|| {
+                quantize_chunk(ckpt, t, c.rows.clone(), &mut bytes, opts.allow_non_finite)
+            })?;
+            // After a tensor's last chunk, pad to where the next tensor (or the end) starts.
+            let last = c.rows.end >= t.n_rows();
+            let pad_to = if last {
+                layout.tensors.get(c.tensor + 1).map_or(layout.data_len, |next| next.offset)
+            } else {
+                info.offset + c.rows.end * row_bytes
+            };
+            if tx.send((bytes, pad_to)).is_err() {
+                // The writer stopped: its error is reported below.
+                return Ok(());
+            }
+            let n = done.fetch_add((c.rows.end - c.rows.start) * t.row_len(), Ordering::Relaxed);
+            if let Some(p) = opts.progress {
+                p(n + (c.rows.end - c.rows.start) * t.row_len(), total);
+            }
+        }
+        Ok(())
+    };
+    pipeline(write, produce, io)?;
     // No fsync: like `cp` and `llama-quantize`, lowbit leaves flushing to the OS. The rename
     // below still guarantees that the output path never holds a partial file after an error,
     // a full disk or Ctrl-C; only a power cut right after the rename could leave data unwritten.
     let bytes = tmp.file().metadata().map_err(io)?.len();
     tmp.commit().map_err(io)?;
     Ok(Written { tensors: plan.tensors.len(), bytes })
+}
+
+/// Runs `produce` on this thread while `write` consumes what it sends on a second one, through
+/// a channel of depth one, so memory holds about three messages whatever the output size. A
+/// send fails only when the writer has stopped, and the producer then returns `Ok`: the
+/// writer's I/O error is the one reported (through `io`), unless the producer failed first.
+pub(crate) fn pipeline<M: Send>(
+    write: impl FnOnce(mpsc::Receiver<M>) -> std::io::Result<()> + Send,
+    produce: impl FnOnce(&mpsc::SyncSender<M>) -> Result<(), Error>,
+    io: impl Fn(std::io::Error) -> Error,
+) -> Result<(), Error> {
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::sync_channel::<M>(1);
+        let writer = scope.spawn(move || write(rx));
+        let produced = produce(&tx);
+        drop(tx);
+        let wrote =
+            writer.join().unwrap_or_else(|_| Err(std::io::Error::other("writer thread panicked")));
+        produced?;
+        wrote.map_err(io)
+    })
 }
 
 /// Reserves the whole output up front (every writer of large files uses it). On ext4 this makes

@@ -3,7 +3,7 @@
 //! `weight_scale` BF16 `[1]` holds 1/γ; W = q · γ, decoded as `q / weight_scale` (what
 //! `BitLinear` computes).
 
-use crate::ternary::{check_request, mul};
+use crate::error::{check_request, mul};
 use crate::{Error, check_len};
 use lowbit_dtype::f16::bf16_to_fp32;
 use std::ops::Range;

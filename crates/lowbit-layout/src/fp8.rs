@@ -2,6 +2,7 @@
 //! `comfy_quant` marker; W = bf16(q) · bf16(scale) rounded to BF16) and BFL `fp8r`
 //! (`weight_scale` F32 `[N]`), and which layers diffusers' layerwise casting leaves in BF16.
 
+use crate::error::{check_request, mul};
 use crate::{Error, Fp8Format, check_len};
 use lowbit_dtype::f16::{bf16_to_fp32, fp32_to_bf16};
 use lowbit_dtype::fp8::{e4m3_to_f32, e5m2_to_f32};
@@ -36,29 +37,13 @@ pub fn layerwise_casting_skips(bfl_name: &str) -> bool {
     parts.windows(2).any(|w| matches!(w, ["img_mod" | "txt_mod" | "modulation", "lin"]))
 }
 
-/// The tensors of one weight, in [`crate::Scheme::stored`] order, after checking their count.
-fn parts<'a, const C: usize>(stored: &[&'a [u8]], what: &str) -> Result<[&'a [u8]; C], Error> {
-    <[&[u8]; C]>::try_from(stored).map_err(|_| Error::Value {
-        tensor: "weight".to_owned(),
-        reason: format!("{what} stores {C} tensors, {} given", stored.len()),
-    })
-}
-
-/// `n · k` and the byte range of `rows` in a row-major `[n, k]` array of one-byte elements, after
-/// checking `rows` and `out` against the shape.
-fn geometry(n: u64, k: u64, rows: &Range<u64>, out: &[f32]) -> Result<(u64, Range<usize>), Error> {
-    let bad = |reason: String| Error::Value { tensor: "weight".to_owned(), reason };
-    let numel = n.checked_mul(k).ok_or_else(|| bad(format!("shape [{n}, {k}] overflows")))?;
-    if rows.start > rows.end || rows.end > n {
-        return Err(bad(format!("rows {rows:?} outside [0, {n})")));
-    }
-    let want = (rows.end - rows.start) * k;
-    if out.len() as u64 != want {
-        return Err(bad(format!("output holds {} values, rows need {want}", out.len())));
-    }
-    let start = usize::try_from(rows.start * k).map_err(|_| bad("too large".to_owned()))?;
-    let end = usize::try_from(rows.end * k).map_err(|_| bad("too large".to_owned()))?;
-    Ok((numel, start..end))
+/// The element range of `rows` in a row-major `[·, k]` array (rows already checked).
+fn elements(rows: &Range<usize>, k: u64) -> Result<Range<usize>, Error> {
+    let too_large = || Error::Value { tensor: "weight".to_owned(), reason: "too large".to_owned() };
+    let k = usize::try_from(k).map_err(|_| too_large())?;
+    let start = rows.start.checked_mul(k).ok_or_else(too_large)?;
+    let end = rows.end.checked_mul(k).ok_or_else(too_large)?;
+    Ok(start..end)
 }
 
 /// The decoding table of `format`.
@@ -88,9 +73,10 @@ pub fn decode_plain(
     rows: Range<u64>,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    let [weight] = parts::<1>(stored, "plain fp8")?;
-    let (numel, range) = geometry(n, k, &rows, out)?;
-    check_len("weight", weight, numel)?;
+    let rows = check_request(stored, 1, n, k, &rows, out)?;
+    let weight = stored[0];
+    check_len("weight", weight, mul(n, k)?)?;
+    let range = elements(&rows, k)?;
     let decode = table(format);
     for (o, &q) in out.iter_mut().zip(&weight[range]) {
         *o = decode(q);
@@ -111,9 +97,10 @@ pub fn decode_comfy(
     rows: Range<u64>,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    let [weight, scale, marker] = parts::<3>(stored, "comfy fp8")?;
-    let (numel, range) = geometry(n, k, &rows, out)?;
-    check_len("weight", weight, numel)?;
+    let rows = check_request(stored, 3, n, k, &rows, out)?;
+    let (weight, scale, marker) = (stored[0], stored[1], stored[2]);
+    check_len("weight", weight, mul(n, k)?)?;
+    let range = elements(&rows, k)?;
     check_len("weight_scale", scale, 4)?;
     let named = serde_json::from_slice::<serde_json::Value>(marker)
         .ok()
@@ -149,15 +136,16 @@ pub fn decode_bfl(
     rows: Range<u64>,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    let [weight, scales] = parts::<2>(stored, "bfl fp8")?;
-    let (numel, range) = geometry(n, k, &rows, out)?;
-    check_len("weight", weight, numel)?;
+    let rows = check_request(stored, 2, n, k, &rows, out)?;
+    let (weight, scales) = (stored[0], stored[1]);
+    check_len("weight", weight, mul(n, k)?)?;
     check_len("weight_scale", scales, n.saturating_mul(4))?;
+    let range = elements(&rows, k)?;
     let Ok(k) = usize::try_from(k) else { return Ok(()) };
     if k == 0 {
         return Ok(());
     }
-    let first = usize::try_from(rows.start).unwrap_or(usize::MAX);
+    let first = rows.start;
     for (r, (o, q)) in out.chunks_exact_mut(k).zip(weight[range].chunks_exact(k)).enumerate() {
         let s = f32_at(scales, first + r);
         for (o, &q) in o.iter_mut().zip(q) {

@@ -2,7 +2,7 @@
 //! complement; `weight_scale` BF16 `[K/g, N]`; with `asym`, `weight_zero` BF16 `[K/g, N]`.
 //! W = c · scale (symmetric) or c · scale + zero (asymmetric), in `f32`, not fused.
 
-use crate::ternary::{check_request, mul};
+use crate::error::{check_request, mul};
 use crate::{Error, check_len};
 use lowbit_dtype::f16::bf16_to_fp32;
 use std::ops::Range;

@@ -1,6 +1,7 @@
 //! bitsandbytes NF4 (`formats/nf4.md`), as `quantize_4bit(quant_type="nf4", blocksize=64)` and
 //! `QuantState.as_dict(packed=True)` store it.
 
+use crate::error::{check_request, mul};
 use crate::{Error, NF4_BLOCK, NF4_NESTED_BLOCK, check_len};
 use lowbit_dtype::Dtype;
 use std::fmt::Write as _;
@@ -204,20 +205,8 @@ pub fn decode(
     out: &mut [f32],
 ) -> Result<(), Error> {
     let want = if double_quant { 6 } else { 4 };
-    if stored.len() != want {
-        return Err(bad("weight", format!("nf4 stores {want} tensors, {} given", stored.len())));
-    }
-    let numel =
-        n.checked_mul(k).ok_or_else(|| bad("weight", format!("shape [{n}, {k}] overflows")))?;
-    if rows.start > rows.end || rows.end > n {
-        return Err(bad("weight", format!("rows {rows:?} outside [0, {n})")));
-    }
-    if out.len() as u64 != (rows.end - rows.start) * k {
-        return Err(bad(
-            "weight",
-            format!("output holds {} values for {} rows", out.len(), rows.end - rows.start),
-        ));
-    }
+    let rows = check_request(stored, want, n, k, &rows, out)?;
+    let numel = mul(n, k)?;
     let blocks = numel.div_ceil(NF4_BLOCK);
     check_len("weight", stored[0], numel.div_ceil(2))?;
     check_len("weight.quant_map", stored[2], 64)?;
@@ -248,8 +237,10 @@ pub fn decode(
     };
     let packed = stored[0];
     let block = NF4_BLOCK as usize;
-    let first =
-        usize::try_from(rows.start * k).map_err(|_| bad("weight", "too large".to_owned()))?;
+    let first = usize::try_from(k)
+        .ok()
+        .and_then(|k| rows.start.checked_mul(k))
+        .ok_or_else(|| bad("weight", "too large".to_owned()))?;
     let mut e = first;
     let mut i = 0;
     // One block (or the part of it inside `rows`) at a time.

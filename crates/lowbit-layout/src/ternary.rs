@@ -2,6 +2,7 @@
 //! in bits `2·(k mod 4)` of byte `k/4`, code `q+1` for q ∈ {−1, 0, +1}; `weight_scale` BF16
 //! `[N]` (per channel) or `[1]` (per tensor); W = q · scale.
 
+use crate::error::{check_request, mul};
 use crate::{Error, ScaleGranularity, check_len};
 use lowbit_dtype::f16::bf16_to_fp32;
 use std::ops::Range;
@@ -37,41 +38,6 @@ pub(crate) fn first_code3(packed: &[u8]) -> Option<usize> {
     let b = packed[byte];
     let lane = (0..4).find(|i| (b >> (2 * i)) & 3 == 3)?;
     Some(byte * 4 + lane)
-}
-
-/// `a · b`, or an error naming the shape when it overflows `u64`.
-pub(crate) fn mul(a: u64, b: u64) -> Result<u64, Error> {
-    a.checked_mul(b).ok_or_else(|| Error::Value {
-        tensor: "weight".into(),
-        reason: format!("shape [{a}, {b}] overflows"),
-    })
-}
-
-/// Checks the arguments every decoder shares: `count` stored tensors, `rows` inside `0..n`,
-/// and `out` of `rows.len() · k` values. Returns the row range as `usize`.
-pub(crate) fn check_request(
-    stored: &[&[u8]],
-    count: usize,
-    n: u64,
-    k: u64,
-    rows: &Range<u64>,
-    out: &[f32],
-) -> Result<Range<usize>, Error> {
-    let value = |reason: String| Err(Error::Value { tensor: "weight".into(), reason });
-    if stored.len() != count {
-        return value(format!("{} stored tensors where the layout has {count}", stored.len()));
-    }
-    if rows.start > rows.end || rows.end > n {
-        return value(format!("rows {rows:?} are not inside the weight's {n} rows"));
-    }
-    let want = mul(rows.end - rows.start, k)?;
-    if out.len() as u64 != want {
-        return value(format!("output holds {} values where rows {rows:?} need {want}", out.len()));
-    }
-    match (usize::try_from(rows.start), usize::try_from(rows.end)) {
-        (Ok(a), Ok(b)) => Ok(a..b),
-        _ => value(format!("rows {rows:?} do not fit in memory")),
-    }
 }
 
 /// Decodes rows `rows` of a ternary weight `[n, k]` from its stored tensors (`weight`,

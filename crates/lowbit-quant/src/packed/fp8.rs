@@ -83,25 +83,7 @@ pub fn plain(x: &[f32], format: Fp8Format, out: &mut [u8]) {
 /// max |x| (NaN-free input).
 #[must_use]
 pub fn amax(x: &[f32]) -> f32 {
-    amax_inline(x)
-}
-
-#[inline(always)]
-fn amax_inline(x: &[f32]) -> f32 {
-    const L: usize = 16;
-    let mut acc = [0.0f32; L];
-    let mut chunks = x.chunks_exact(L);
-    for c in &mut chunks {
-        for (m, &v) in acc.iter_mut().zip(c) {
-            let a = v.abs();
-            *m = if a > *m { a } else { *m };
-        }
-    }
-    let mut m = 0.0f32;
-    for a in acc.into_iter().chain(chunks.remainder().iter().map(|v| v.abs())) {
-        m = if a > m { a } else { m };
-    }
-    m
+    super::absmax(x)
 }
 
 /// ComfyUI's per-tensor scale for a BF16 tensor whose max |W| is `amax`: comfy-kitchen computes
@@ -152,7 +134,7 @@ pub fn bfl_rows(x: &[f32], k: usize, out: &mut [u8], scales: &mut [f32]) {
             let k = self.1;
             let rows = self.0.chunks_exact(k).zip(self.2.chunks_exact_mut(k));
             for ((row, codes), s) in rows.zip(self.3.iter_mut()) {
-                let scale = (amax_inline(row) / 448.0).max(1e-12);
+                let scale = (super::absmax(row) / 448.0).max(1e-12);
                 *s = scale;
                 each(row, codes, |v| e4m3(v / scale));
             }

@@ -48,22 +48,6 @@ fn min_max(x: &[f32]) -> (f32, f32) {
     if min > max { (0.0, 0.0) } else { (min, max) }
 }
 
-/// max |x|, NaN ignored (0 for an empty or all-NaN `x`).
-#[inline(always)]
-fn absmax(x: &[f32]) -> f32 {
-    let mut m = [0.0f32; 8];
-    let chunks = x.chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for i in 0..8 {
-            let a = c[i].abs();
-            m[i] = if a > m[i] { a } else { m[i] };
-        }
-    }
-    let t = tail.iter().fold(0.0f32, |a, &v| if v.abs() > a { v.abs() } else { a });
-    m.iter().fold(t, |a, &v| if v > a { v } else { a })
-}
-
 /// Quantizes one group into `packed` (`x.len()/2` bytes) and returns its BF16 scale and zero
 /// point (the zero point is 0 when symmetric).
 #[inline(always)]
@@ -73,7 +57,7 @@ fn group(x: &[f32], asym: bool, packed: &mut [u8]) -> (u16, u16) {
         let sb = fp32_to_bf16((max - min) / 15.0);
         (sb, fp32_to_bf16(min + 8.0 * bf16_to_fp32(sb)), -8.0, 7.0)
     } else {
-        (fp32_to_bf16(absmax(x) / 7.0), 0, -7.0, 7.0)
+        (fp32_to_bf16(super::absmax(x) / 7.0), 0, -7.0, 7.0)
     };
     let (s, z) = (bf16_to_fp32(sb), bf16_to_fp32(zb));
     let mut codes = [0i8; CHUNK];

@@ -42,23 +42,6 @@ fn bucket(v: f32, b: &[f32; 15]) -> u8 {
     let m4 = v > t4;
     8 * u8::from(m1) + 4 * u8::from(m2) + 2 * u8::from(m3) + u8::from(m4)
 }
-/// max |x| of a block, 0 for an empty one.
-#[inline(always)]
-fn block_absmax(x: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 16];
-    let mut chunks = x.chunks_exact(16);
-    for c in &mut chunks {
-        for (m, &v) in acc.iter_mut().zip(c) {
-            let a = v.abs();
-            *m = if a > *m { a } else { *m };
-        }
-    }
-    let mut m = 0.0f32;
-    for a in acc.into_iter().chain(chunks.remainder().iter().map(|v| v.abs())) {
-        m = if a > m { a } else { m };
-    }
-    m
-}
 
 /// Quantizes `x` (a run of whole 64-blocks, except possibly the tensor's last one) into
 /// `packed` (`x.len().div_ceil(2)` bytes, first element in the high nibble, an odd tail padded
@@ -79,7 +62,7 @@ fn quantize_inline(x: &[f32], packed: &mut [u8], absmax: &mut [f32]) {
     let bounds = bounds();
     let mut codes = [0u8; BLOCK];
     for ((block, bytes), am) in x.chunks(BLOCK).zip(packed.chunks_mut(BLOCK / 2)).zip(absmax) {
-        let m = block_absmax(block);
+        let m = super::absmax(block);
         let clamped = m.max(1e-38);
         if block.len() == BLOCK {
             *am = m;
@@ -131,7 +114,7 @@ pub fn double_quant(absmax: &[f32], offset: f32, codes: &mut [u8], nested_absmax
         for (d, &v) in a.iter_mut().zip(block) {
             *d = v - offset;
         }
-        let m = block_absmax(a);
+        let m = super::absmax(a);
         *nm = m;
         for (c, &v) in out.iter_mut().zip(a.iter()) {
             let x = v / m;
