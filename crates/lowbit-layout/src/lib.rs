@@ -4,7 +4,8 @@
 //! One module per scheme, named as its spec in `formats/` and its quantizer in
 //! `lowbit-quant::packed`: `ternary` (lowbit's 2-bit ternary), `bitnet` (Hugging Face BitNet
 //! packing), `int4` (group-wise int4), `nf4` (bitsandbytes NF4), `fp8` (plain, ComfyUI and BFL
-//! FP8). [`Scheme`] lists them; [`Scheme::stored`] is the one place that says which tensors a
+//! FP8), `svdq` (SVDQuant: smoothing, low-rank branch, int4 residual). [`Scheme`] lists them;
+//! [`Scheme::stored`] is the one place that says which tensors a
 //! scheme writes, used by the writer, the readers and the tests alike.
 //!
 //! **Architecture Invariant:** format code: no I/O, no quantizers. Decoding takes the stored
@@ -16,6 +17,7 @@ pub mod fp8;
 pub mod int4;
 pub mod nf4;
 mod scheme;
+pub mod svdq;
 pub mod ternary;
 
 pub use error::{Error, check_len};

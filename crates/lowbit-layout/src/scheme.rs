@@ -85,6 +85,16 @@ pub enum Scheme {
     },
     /// BFL's `fp8r`: E4M3 with one FP32 scale per row, as diffusers' `bfl` quantizer loads.
     BflFp8,
+    /// SVDQuant (`formats/svdq.md`): smoothing, a low-rank branch and an int4 g64 residual,
+    /// in comfy-kitchen's natural layout.
+    Svdq {
+        /// Activations int4 per token (W4A4) or kept (W4A16).
+        act4: bool,
+        /// Rank of the low-rank branch.
+        rank: u16,
+        /// Timestep groups (ViDiT-Q): one λ and one residual per group.
+        groups: u16,
+    },
 }
 
 /// One stored tensor of a scheme: its name is the weight's module path, a dot, and `suffix`
@@ -124,7 +134,7 @@ pub const NF4_NESTED_BLOCK: u64 = 256;
 
 impl Scheme {
     /// Every scheme name [`Scheme::parse`] accepts, for messages.
-    pub const NAMES: [&'static str; 12] = [
+    pub const NAMES: [&'static str; 14] = [
         "ternary",
         "ternary:tensor",
         "bitnet",
@@ -137,6 +147,8 @@ impl Scheme {
         "comfy:fp8",
         "comfy:fp8:e5m2",
         "bfl:fp8",
+        "svdq-w4a4",
+        "svdq-w4a16",
     ];
 
     /// Parses a canonical name (`int4:g128:asym`, `ternary:tensor`, `comfy:fp8`); see
@@ -189,6 +201,21 @@ impl Scheme {
                 Scheme::ComfyFp8 { format: fp8_format(rest) }
             }
             "bfl" if opts == ["fp8"] => Scheme::BflFp8,
+            "svdq-w4a4" | "svdq-w4a16" => {
+                let (mut rank, mut groups) = (32u16, 1u16);
+                for o in &opts {
+                    if let Some(r) = o.strip_prefix('r') {
+                        rank = r.parse().ok()?;
+                    } else {
+                        groups = o.strip_prefix('t')?.parse().ok()?;
+                    }
+                }
+                let ranks = 1..=crate::svdq::MAX_RANK;
+                if !ranks.contains(&rank) || !(1..=crate::svdq::MAX_GROUPS).contains(&groups) {
+                    return None;
+                }
+                Scheme::Svdq { act4: head == "svdq-w4a4", rank, groups }
+            }
             _ => return None,
         })
     }
@@ -209,6 +236,12 @@ impl Scheme {
             }
             Scheme::Int4 { group, .. } if !k.is_multiple_of(u64::from(group)) => {
                 unfit(format!("row length {k} is not a multiple of the group size {group}"))
+            }
+            Scheme::Svdq { .. } if !k.is_multiple_of(crate::svdq::GROUP) => {
+                unfit(format!("row length {k} is not a multiple of the group size 64"))
+            }
+            Scheme::Svdq { rank, .. } if u64::from(rank) > n.min(k) => {
+                unfit(format!("rank {rank} exceeds the weight's shape [{n}, {k}]"))
             }
             _ => Ok(()),
         }
@@ -276,6 +309,26 @@ impl Scheme {
             Scheme::BflFp8 => {
                 vec![s("weight", Dtype::F8E4M3, &[n, k]), s("weight_scale", Dtype::F32, &[n])]
             }
+            Scheme::Svdq { rank, groups, .. } => {
+                let r = u64::from(rank);
+                let shapes: [(Dtype, Vec<u64>); 5] = [
+                    (Dtype::I8, vec![n, k / 2]),
+                    (Dtype::BF16, vec![k / crate::svdq::GROUP, n]),
+                    (Dtype::BF16, vec![k]),
+                    (Dtype::BF16, vec![k, r]),
+                    (Dtype::BF16, vec![n, r]),
+                ];
+                crate::svdq::SUFFIXES
+                    .iter()
+                    .zip(shapes)
+                    .map(|(suffix, (dtype, mut shape))| {
+                        if groups > 1 {
+                            shape.insert(0, u64::from(groups));
+                        }
+                        Stored { suffix, dtype, shape }
+                    })
+                    .collect()
+            }
         }
     }
 
@@ -312,6 +365,9 @@ impl Scheme {
                 crate::fp8::decode_comfy(stored, format, n, k, rows, out)
             }
             Scheme::BflFp8 => crate::fp8::decode_bfl(stored, n, k, rows, out),
+            Scheme::Svdq { rank, groups, .. } => {
+                crate::svdq::decode(stored, rank, groups, n, k, rows, out)
+            }
         }
     }
 
@@ -345,6 +401,16 @@ impl fmt::Display for Scheme {
             Scheme::ComfyFp8 { format: Fp8Format::E4M3 } => f.write_str("comfy:fp8"),
             Scheme::ComfyFp8 { format: Fp8Format::E5M2 } => f.write_str("comfy:fp8:e5m2"),
             Scheme::BflFp8 => f.write_str("bfl:fp8"),
+            Scheme::Svdq { act4, rank, groups } => {
+                f.write_str(if *act4 { "svdq-w4a4" } else { "svdq-w4a16" })?;
+                if *rank != 32 {
+                    write!(f, ":r{rank}")?;
+                }
+                if *groups != 1 {
+                    write!(f, ":t{groups}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -368,6 +434,8 @@ mod tests {
             Scheme::ComfyFp8 { format: Fp8Format::E4M3 },
             Scheme::ComfyFp8 { format: Fp8Format::E5M2 },
             Scheme::BflFp8,
+            Scheme::Svdq { act4: true, rank: 32, groups: 1 },
+            Scheme::Svdq { act4: false, rank: 16, groups: 4 },
         ];
         for s in all {
             assert_eq!(Scheme::parse(&s.to_string()), Some(s), "{s}");
@@ -377,7 +445,17 @@ mod tests {
         }
         assert_eq!(Scheme::parse("int4"), Some(Scheme::Int4 { group: 64, asym: false }));
         assert_eq!(Scheme::parse("int4:asym:g32"), Some(Scheme::Int4 { group: 32, asym: true }));
-        for bad in ["int4:g48", "int4:x", "ternary:row", "bfl:fp8:e5m2", "comfy", "fp8:e4m3:e5m2"] {
+        for bad in [
+            "int4:g48",
+            "int4:x",
+            "ternary:row",
+            "bfl:fp8:e5m2",
+            "comfy",
+            "fp8:e4m3:e5m2",
+            "svdq-w4a4:r0",
+            "svdq-w4a8",
+            "svdq-w4a4:x",
+        ] {
             assert_eq!(Scheme::parse(bad), None, "{bad}");
         }
     }
