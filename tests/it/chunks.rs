@@ -69,6 +69,7 @@ fn write(ckpt: &Checkpoint, target: &str, out: &Path, threads: usize, chunk_byte
         source_name: "chunks.safetensors".to_owned(),
         chunk_bytes,
         force_extension: false,
+        svdq: None,
     };
     write_gguf(ckpt, &plan, &recipe, out, &opts).unwrap();
 }

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Every packed target, with its options spelled out.
-const TARGETS: [&str; 15] = [
+const TARGETS: [&str; 17] = [
     "ternary",
     "ternary:tensor",
     "bitnet",
@@ -33,6 +33,8 @@ const TARGETS: [&str; 15] = [
     "comfy:fp8",
     "comfy:fp8:e5m2",
     "bfl:fp8",
+    "svdq-w4a16",
+    "svdq-w4a16:r8",
 ];
 
 /// The largest relative Frobenius error each scheme may have on N(0, 1) weights with a few
@@ -40,7 +42,7 @@ const TARGETS: [&str; 15] = [
 fn max_rel_error(s: Scheme) -> f64 {
     match s {
         Scheme::Ternary { .. } | Scheme::Bitnet => 0.9,
-        Scheme::Int4 { .. } => 0.4,
+        Scheme::Int4 { .. } | Scheme::Svdq { .. } => 0.4,
         Scheme::Nf4 { .. } => 0.15,
         Scheme::Fp8 { .. } | Scheme::ComfyFp8 { .. } | Scheme::BflFp8 => 0.15,
     }
@@ -79,6 +81,7 @@ fn write(ckpt: &Checkpoint, target: &str, out: &Path, threads: usize, chunk_byte
         source_name: "packed.safetensors".to_owned(),
         chunk_bytes,
         force_extension: false,
+        svdq: None,
     };
     write_packed(ckpt, &plan, &recipe, out, &opts).unwrap();
 }

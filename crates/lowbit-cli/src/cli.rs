@@ -84,7 +84,7 @@ pub(crate) struct ConvertArgs {
     pub(crate) output: Option<PathBuf>,
     /// Target: gguf:TYPE with TYPE one of f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k q4_k q5_k
     /// q6_k tq1_0 tq2_0, or a mix q3_k_m q4_k_m q5_k_m; or a safetensors layout: ternary,
-    /// bitnet, int4, nf4, fp8, comfy:fp8, bfl:fp8 (formats/*.md).
+    /// bitnet, int4, nf4, fp8, comfy:fp8, bfl:fp8, svdq-w4a4, svdq-w4a16 (formats/*.md).
     #[arg(long, value_name = "TARGET")]
     pub(crate) to: Option<String>,
     /// A named recipe: flux-ternary, flux-int4, flux-nf4, flux-fp8 (see --print-recipe).
@@ -108,6 +108,28 @@ pub(crate) struct ConvertArgs {
     /// fp8 and comfy:fp8: E4M3 (default) or E5M2.
     #[arg(long, value_enum)]
     pub(crate) fp8: Option<Fp8>,
+    /// svdq: calibration statistics (formats/calibration.md; scripts/collect_stats.py collects
+    /// them). W4A4 needs them; W4A16 smooths only with them.
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub(crate) stats: Option<PathBuf>,
+    /// svdq: smoothing exponent α in [0, 1], `auto` (per layer, the α of a grid with the smallest
+    /// output error; the default with --stats) or `none` (λ = 1).
+    #[arg(long, value_parser = alpha)]
+    pub(crate) alpha: Option<lowbit_svdq::Alpha>,
+    /// svdq: rank of the low-rank branch (default 32).
+    #[arg(long)]
+    pub(crate) rank: Option<u16>,
+    /// svdq: DeepCompressor's refinement iterations (the branch refitted to W − Q(residual)),
+    /// keeping the best by output error (default 0: the truncated SVD).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) refine: usize,
+    /// svdq: ViDiT-Q timestep groups, one λ and residual per group (the statistics must have as
+    /// many).
+    #[arg(long, value_name = "G")]
+    pub(crate) timestep_groups: Option<u16>,
+    /// svdq: seed of the randomized SVDs and synthetic activations.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
     /// Per-tensor type: REGEX=TYPE, matched against the whole output name; repeatable, the last
     /// match wins.
     #[arg(long = "tensor-type", value_name = "REGEX=TYPE")]
@@ -132,6 +154,18 @@ pub(crate) struct ConvertArgs {
     /// Write NaN or infinite weights instead of stopping at the first one.
     #[arg(long)]
     pub(crate) allow_non_finite: bool,
+}
+
+/// Parses `--alpha`: a number in [0, 1], `auto` or `none`.
+fn alpha(s: &str) -> Result<lowbit_svdq::Alpha, String> {
+    match s {
+        "auto" => Ok(lowbit_svdq::Alpha::Auto),
+        "none" => Ok(lowbit_svdq::Alpha::One),
+        _ => match s.parse::<f32>() {
+            Ok(a) if (0.0..=1.0).contains(&a) => Ok(lowbit_svdq::Alpha::Fixed(a)),
+            _ => Err("a number from 0 to 1, `auto` or `none`".into()),
+        },
+    }
 }
 
 /// Parses `--threads`: 0 (one per core) up to lowbit's bound.

@@ -59,6 +59,8 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
             Fp8::E4m3 => lowbit_layout::Fp8Format::E4M3,
             Fp8::E5m2 => lowbit_layout::Fp8Format::E5M2,
         }),
+        rank: args.rank,
+        timestep_groups: args.timestep_groups,
     };
     let recipe = Recipe::build_with(file, args.to.as_deref(), &args.tensor_type, &options)?;
     if args.print_recipe {
@@ -74,6 +76,8 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
         Names::Diffusers => OutputNaming::Diffusers,
     });
     let plan = Plan::new(&ckpt, &recipe, naming)?;
+    let svdq = svdq_options(args, &plan)?;
+    lowbit_convert::check_svdq(&plan, &svdq)?;
     for r in &plan.unmatched_rules {
         output::note(&format!("warning: the rule `{r}` matches no tensor"));
     }
@@ -99,7 +103,9 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
             let layout = lowbit_convert::layout(&plan, &metadata(&plan, &recipe, &source_name))?;
             layout.header.len() as u64 + layout.data_len
         }
-        Target::Packed(_) => lowbit_convert::packed_file_bytes(&plan, &recipe, &source_name)?,
+        Target::Packed(_) => {
+            lowbit_convert::packed_file_bytes(&plan, &recipe, &source_name, Some(&svdq))?
+        }
     };
     if args.dry_run {
         return output::print(&render_plan(&plan, &recipe, file_bytes));
@@ -138,6 +144,7 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
         source_name,
         chunk_bytes: lowbit_convert::CHUNK_BYTES,
         force_extension: args.force_extension,
+        svdq: Some(&svdq),
     };
     let start = Instant::now();
     let written = match recipe.target {
@@ -152,6 +159,7 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
         crate::output::write_atomic(&path, config.as_bytes())?;
     }
     let secs = start.elapsed().as_secs_f64();
+    print_svdq_report(&svdq);
     let params: u64 = plan.tensors.iter().map(lowbit_convert::PlannedTensor::numel).sum();
     let mut err = std::io::stderr().lock();
     let _ = writeln!(
@@ -165,6 +173,74 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
         peak_rss_mb().map_or(String::new(), |mb| format!(", peak memory {mb:.0} MB")),
     );
     Ok(())
+}
+
+/// The SVDQuant options: statistics opened (and checked against nothing yet), options that
+/// need an SVDQuant layer refused without one.
+fn svdq_options(args: &ConvertArgs, plan: &Plan) -> anyhow::Result<lowbit_convert::SvdqOptions> {
+    let any =
+        plan.tensors.iter().any(|t| matches!(t.scheme, Some(lowbit_layout::Scheme::Svdq { .. })));
+    let given = [
+        ("--stats", args.stats.is_some()),
+        ("--alpha", args.alpha.is_some()),
+        ("--refine", args.refine != 0),
+        ("--seed", args.seed != 0),
+    ];
+    if let Some((flag, _)) = given.iter().find(|g| g.1).filter(|_| !any) {
+        return Err(anyhow::Error::new(Usage(format!(
+            "{flag} applies to svdq-w4a4 and svdq-w4a16 layers; the plan has none"
+        ))));
+    }
+    if args.alpha.is_some_and(|a| a != lowbit_svdq::Alpha::One) && args.stats.is_none() {
+        return Err(anyhow::Error::new(Usage(
+            "--alpha needs --stats: λ comes from the activations' statistics".into(),
+        )));
+    }
+    let calibration = match &args.stats {
+        Some(p) => Some(lowbit_convert::Calibration::open(p)?),
+        None => None,
+    };
+    Ok(lowbit_convert::SvdqOptions {
+        alpha: args.alpha,
+        refine: args.refine,
+        seed: args.seed,
+        calibration,
+        layers: std::sync::Mutex::default(),
+    })
+}
+
+/// One line per SVDQuant layer on stderr: its α, output error and time.
+fn print_svdq_report(o: &lowbit_convert::SvdqOptions) {
+    let Ok(layers) = o.layers.lock() else { return };
+    if layers.is_empty() {
+        return;
+    }
+    let mut t = Table::new();
+    t.load_style(crate::inspect::TABLE_STYLE);
+    t.set_header(vec!["layer", "scheme", "α", "output error", "refined", "seconds"]);
+    let mut total = 0.0;
+    for l in layers.iter() {
+        let alpha: Vec<String> = l
+            .alpha
+            .iter()
+            .map(|a| a.map_or_else(|| "none".into(), |a| format!("{a:.1}")))
+            .collect();
+        let err: Vec<String> = l.error.iter().map(|e| format!("{:.2e}", e)).collect();
+        let refined: Vec<String> = l.refined.iter().map(ToString::to_string).collect();
+        total += l.seconds;
+        t.add_row(vec![
+            l.name.clone(),
+            l.scheme.to_string(),
+            alpha.join(" "),
+            err.join(" "),
+            refined.join(" "),
+            format!("{:.2}", l.seconds),
+        ]);
+    }
+    output::note(&format!(
+        "{t}\n{} SVDQuant layers in {total:.1} s (output error: ‖Y − Ŷ‖²/‖Y‖² on synthetic activations)",
+        layers.len()
+    ));
 }
 
 /// Refuses a model-folder output that is something other than a directory, whose parent does

@@ -247,6 +247,14 @@ pub enum Error {
     /// Stopped by the user; nothing was written at the output path.
     #[error("interrupted; no output written")]
     Cancelled,
+    /// An SVDQuant layer the statistics or options cannot serve.
+    #[error("tensor `{tensor}`: {reason}")]
+    Svdq {
+        /// The output weight.
+        tensor: String,
+        /// What is missing or wrong.
+        reason: String,
+    },
 }
 
 fn suggest(s: Option<&str>) -> String {
@@ -271,6 +279,7 @@ impl Error {
                 | Error::TooManyThreads { .. }
                 | Error::OutputExtension { .. }
                 | Error::NotFlux { .. }
+                | Error::Svdq { .. }
         )
     }
 }

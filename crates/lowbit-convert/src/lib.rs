@@ -12,6 +12,7 @@
 //! the weights' own values: NaN, infinities, read errors).
 
 mod atomic;
+mod calib;
 mod error;
 mod folder;
 mod logical;
@@ -20,9 +21,11 @@ mod packed;
 mod plan;
 mod recipe;
 mod stats;
+mod svdq;
 mod write;
 
 pub use atomic::AtomicFile;
+pub use calib::Calibration;
 pub use error::Error;
 pub use folder::{MODEL_FILE, diffusers_config, weights_path, writes_folder};
 pub use logical::Part;
@@ -31,6 +34,7 @@ pub use packed::{packed_file_bytes, packed_metadata, write_packed};
 pub use plan::dense_dtype;
 pub use plan::{OutputNaming, Plan, PlannedTensor, Reason};
 pub use recipe::{Mix, PRESETS, Recipe, Rule, RuleType, SchemeOptions, Target, preset};
+pub use svdq::{LayerReport, SvdqOptions, check_svdq};
 pub use write::{
     CHUNK_BYTES, MAX_THREADS, Options, Written, layout, metadata, preallocate, write_gguf,
 };

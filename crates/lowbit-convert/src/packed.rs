@@ -75,7 +75,12 @@ pub(crate) fn entries(plan: &Plan, stats: &[Stat]) -> Vec<Vec<Entry>> {
 
 /// The safetensors `__metadata__` lowbit writes.
 #[must_use]
-pub fn packed_metadata(plan: &Plan, recipe: &Recipe, source_name: &str) -> Vec<(String, String)> {
+pub fn packed_metadata(
+    plan: &Plan,
+    recipe: &Recipe,
+    source_name: &str,
+    svdq: Option<&crate::SvdqOptions>,
+) -> Vec<(String, String)> {
     let schemes: serde_json::Map<String, serde_json::Value> = plan
         .tensors
         .iter()
@@ -95,6 +100,9 @@ pub fn packed_metadata(plan: &Plan, recipe: &Recipe, source_name: &str) -> Vec<(
         ("lowbit.naming".to_owned(), naming.to_owned()),
         ("lowbit.schemes".to_owned(), serde_json::Value::Object(schemes).to_string()),
     ];
+    if let Some(v) = crate::svdq::metadata(plan, svdq) {
+        m.push(("lowbit.svdq".to_owned(), v));
+    }
     if recipe.target == Target::Packed(Scheme::Bitnet) {
         m.push(("quantization_config".to_owned(), lowbit_layout::bitnet::quantization_config()));
     }
@@ -128,8 +136,13 @@ pub(crate) fn layout(
 ///
 /// # Errors
 /// As the layout's.
-pub fn packed_file_bytes(plan: &Plan, recipe: &Recipe, source_name: &str) -> Result<u64, Error> {
-    let (l, _) = layout(plan, &packed_metadata(plan, recipe, source_name), &[])?;
+pub fn packed_file_bytes(
+    plan: &Plan,
+    recipe: &Recipe,
+    source_name: &str,
+    svdq: Option<&crate::SvdqOptions>,
+) -> Result<u64, Error> {
+    let (l, _) = layout(plan, &packed_metadata(plan, recipe, source_name, svdq), &[])?;
     Ok(l.header.len() as u64 + l.data_len)
 }
 
@@ -307,6 +320,7 @@ fn encode(t: &PlannedTensor, x: &[f32], stat: &Stat, out: &mut Vec<Vec<u8>>) {
             packed::fp8::comfy(x, scale, format, &mut w);
             out.extend([w, Vec::new(), Vec::new()]);
         }
+        Scheme::Svdq { .. } => unreachable!("SVDQuant layers are quantized whole (svdq.rs)"),
         Scheme::BflFp8 => {
             let mut w = vec![0u8; x.len()];
             let mut scales = vec![0f32; rows];
@@ -440,7 +454,10 @@ pub fn write_packed(
         .map_err(|e| Error::Threads { threads: opts.threads, message: e.to_string() })?;
     let cancelled = || opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed));
     let stats = pool.install(|| stats(ckpt, plan, opts.allow_non_finite, &cancelled))?;
-    let meta = packed_metadata(plan, recipe, &opts.source_name);
+    let default_svdq = crate::SvdqOptions::default();
+    let svdq = opts.svdq.unwrap_or(&default_svdq);
+    crate::check_svdq(plan, svdq)?;
+    let meta = packed_metadata(plan, recipe, &opts.source_name, opts.svdq);
     let (layout, entries) = layout(plan, &meta, &stats)?;
     let io = |e: std::io::Error| Error::Io { path: out.to_owned(), source: e };
     let tmp = AtomicFile::create(out).map_err(io)?;
@@ -468,6 +485,25 @@ pub fn write_packed(
             let offs = &layout.offsets[first..first + ents.len()];
             first += ents.len();
             let stat = stats[i];
+            if let Some(Scheme::Svdq { .. }) = t.scheme {
+                if cancelled() {
+                    return Err(Error::Cancelled);
+                }
+                let stored = pool.install(|| crate::svdq::quantize_layer(ckpt, t, svdq))?;
+                let pieces = stored
+                    .into_iter()
+                    .zip(offs)
+                    .map(|(bytes, off)| (data_start + off.0, bytes))
+                    .collect();
+                if tx.send(pieces).is_err() {
+                    return Ok(());
+                }
+                let d = done.fetch_add(t.numel(), Ordering::Relaxed) + t.numel();
+                if let Some(p) = opts.progress {
+                    p(d, total);
+                }
+                continue;
+            }
             if let Some(scheme) = t.scheme {
                 let src = dense_dtype(t.ty);
                 let shape = [t.shape[0], t.shape[1]];

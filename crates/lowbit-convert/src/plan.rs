@@ -53,6 +53,8 @@ pub enum Reason {
     },
     /// The target's default leaves this weight at source precision (packed targets).
     Policy(&'static str),
+    /// SVDQuant's AdaLN modulation linears: int4 g64, weight-only, as Nunchaku stores them.
+    Modulation,
     /// The wanted scheme cannot store this tensor: source precision.
     Unfit {
         /// What was wanted.
@@ -75,6 +77,7 @@ impl fmt::Display for Reason {
                 write!(f, "fallback: row length not a multiple of the {wanted} block")
             }
             Reason::Policy(why) => write!(f, "source precision: {why}"),
+            Reason::Modulation => f.write_str("AdaLN modulation: W4A16 int4:g64, as Nunchaku"),
             Reason::Unfit { wanted, why } => write!(f, "fallback from {wanted}: {why}"),
         }
     }
@@ -365,6 +368,14 @@ fn choose_type(
     Ok(t)
 }
 
+/// FLUX's AdaLN modulation linears, which SVDQuant stores weight-only (W4A16, int4 g64, no
+/// smoothing, no branch), as Nunchaku does.
+fn is_modulation(bfl_name: &str) -> bool {
+    [".img_mod.lin.weight", ".txt_mod.lin.weight", ".modulation.lin.weight"]
+        .iter()
+        .any(|s| bfl_name.ends_with(s))
+}
+
 /// What a packed target leaves at source precision by default, for a 2-D weight.
 fn policy_keeps(base: Scheme, bfl_name: &str, is_flux: bool) -> Option<&'static str> {
     let in_blocks =
@@ -396,6 +407,8 @@ fn choose_packed(
         (RuleType::Dense(keep), Reason::NotMatrix)
     } else if let Some(why) = policy_keeps(base, bfl_name, is_flux) {
         (RuleType::Dense(keep), Reason::Policy(why))
+    } else if matches!(base, Scheme::Svdq { .. }) && is_flux && is_modulation(bfl_name) {
+        (RuleType::Scheme(Scheme::Int4 { group: 64, asym: false }), Reason::Modulation)
     } else {
         (RuleType::Scheme(base), Reason::Base)
     };

@@ -59,7 +59,9 @@ impl RuleType {
 /// loaded by a runtime that knows only it.
 fn family(s: Scheme) -> &'static str {
     match s {
-        Scheme::Ternary { .. } | Scheme::Int4 { .. } | Scheme::Fp8 { .. } => "lowbit",
+        Scheme::Ternary { .. } | Scheme::Int4 { .. } | Scheme::Fp8 { .. } | Scheme::Svdq { .. } => {
+            "lowbit"
+        }
         Scheme::Bitnet => "bitnet",
         Scheme::Nf4 { .. } => "nf4",
         Scheme::ComfyFp8 { .. } => "comfy",
@@ -356,6 +358,10 @@ pub struct SchemeOptions {
     pub double_quant: bool,
     /// `--fp8 e4m3|e5m2` (fp8, comfy:fp8).
     pub fp8: Option<lowbit_layout::Fp8Format>,
+    /// `--rank R` (svdq).
+    pub rank: Option<u16>,
+    /// `--timestep-groups G` (svdq).
+    pub timestep_groups: Option<u16>,
 }
 
 impl Target {
@@ -402,6 +408,38 @@ impl Target {
                     *format = f;
                 }
                 _ => return Err(mismatch("--fp8")),
+            }
+        }
+        if let Some(r) = o.rank {
+            match &mut t {
+                Target::Packed(Scheme::Svdq { rank, .. })
+                    if (1..=lowbit_layout::svdq::MAX_RANK).contains(&r) =>
+                {
+                    *rank = r;
+                }
+                Target::Packed(Scheme::Svdq { .. }) => {
+                    return Err(mismatch(&format!(
+                        "--rank {r} (1 to {})",
+                        lowbit_layout::svdq::MAX_RANK
+                    )));
+                }
+                _ => return Err(mismatch("--rank")),
+            }
+        }
+        if let Some(g) = o.timestep_groups {
+            match &mut t {
+                Target::Packed(Scheme::Svdq { groups, .. })
+                    if (1..=lowbit_layout::svdq::MAX_GROUPS).contains(&g) =>
+                {
+                    *groups = g;
+                }
+                Target::Packed(Scheme::Svdq { .. }) => {
+                    return Err(mismatch(&format!(
+                        "--timestep-groups {g} (1 to {})",
+                        lowbit_layout::svdq::MAX_GROUPS
+                    )));
+                }
+                _ => return Err(mismatch("--timestep-groups")),
             }
         }
         Ok(t)

@@ -49,6 +49,8 @@ pub struct Options<'a> {
     pub chunk_bytes: u64,
     /// Write even when the output's extension is not the target's.
     pub force_extension: bool,
+    /// How SVDQuant layers are quantized (`None`: defaults, no statistics).
+    pub svdq: Option<&'a crate::SvdqOptions>,
 }
 
 /// What was written.

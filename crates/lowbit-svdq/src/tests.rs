@@ -75,4 +75,3 @@ fn w4a16_without_statistics_is_plain_int4_plus_branch() {
     assert!(q.smooth.iter().all(|s| *s == 0x3f80));
     assert!(q.candidates.is_empty());
 }
-
