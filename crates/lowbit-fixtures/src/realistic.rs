@@ -57,7 +57,8 @@ impl Tensor {
     pub fn new(seed: u64, name: &str, shape: &[u64]) -> Tensor {
         let (rows, cols, kind) = match *shape {
             [n] => {
-                let (base, spread) = if name.ends_with(".scale") { (1.0, 0.05) } else { (0.0, 0.01) };
+                let (base, spread) =
+                    if name.ends_with(".scale") { (1.0, 0.05) } else { (0.0, 0.01) };
                 (1, n, Kind::Vector { base, spread })
             }
             [n, k] => (n, k, matrix(seed, name, n, k)),
@@ -153,7 +154,8 @@ fn matrix(seed: u64, name: &str, n: u64, k: u64) -> Kind {
     }
     let rank = RANK.min(to_usize(n)).min(to_usize(k));
     // Energy per element of G ⊙ (r ⊗ c), expected over G.
-    let mean_sq = |xs: &[f32]| xs.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / xs.len() as f64;
+    let mean_sq =
+        |xs: &[f32]| xs.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / xs.len() as f64;
     let e_g = mean_sq(&r) * mean_sq(&c);
     // L carries a fraction f of the total: ‖L‖² ≈ Σσᵢ² (U, V have near-unit columns).
     let f = 0.25 + 0.15 * rng.uniform();
@@ -196,9 +198,8 @@ mod tests {
         let mut x = vec![1.0f64; k];
         let mut lambda = 0.0;
         for _ in 0..30 {
-            let wx: Vec<f64> = (0..n)
-                .map(|i| (0..k).map(|j| f64::from(w[i * k + j]) * x[j]).sum())
-                .collect();
+            let wx: Vec<f64> =
+                (0..n).map(|i| (0..k).map(|j| f64::from(w[i * k + j]) * x[j]).sum()).collect();
             let y: Vec<f64> =
                 (0..k).map(|j| (0..n).map(|i| f64::from(w[i * k + j]) * wx[i]).sum()).collect();
             lambda = y.iter().map(|v| v * v).sum::<f64>().sqrt();

@@ -101,7 +101,7 @@ impl Rng {
 }
 
 /// Where the ziggurat's base layer meets the tail, and each layer's area (256 layers).
-const ZIG_R: f64 = 3.654_152_885_361_008_8;
+const ZIG_R: f64 = 3.654_152_885_361_009;
 const ZIG_V: f64 = 0.004_928_673_233_99;
 
 /// The layers' right edges `x[0..=256]` (`x[0] = V/f(R)` for the base strip, `x[1] = R`, …,
