@@ -73,7 +73,7 @@ pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
     let size = layout.header.len() as u64 + layout.data_len;
     let stats_bytes = flux_dev_stats::file(&o.cfg, o.seed)?;
     let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
-    if !o.force && len(&ckpt) == Some(size) && len(&stats).is_some() {
+    if !o.force && len(&ckpt) == Some(size) && len(&stats) == Some(stats_bytes.len() as u64) {
         println!(
             "{} ({:.2} GB) and {} exist; --force regenerates them",
             ckpt.display(),
