@@ -8,6 +8,8 @@
 //!   `cp`, GGUF and packed safetensors targets.
 //! - `bench-packed`: the packed schemes' quantizers against bitsandbytes, ml_dtypes and numpy,
 //!   then the storage table of `bench-size`.
+//! - `flux-dev [--out DIR] [--seed N] [--blocks D,S] [--force] [--check]`: a full-size FLUX.1-dev
+//!   BF16 checkpoint with realistic values and its calibration statistics (SVDQuant benchmark).
 //! - `bench-size`: file size and bits/weight of each packed preset on FLUX.1-dev (dry runs).
 //! - `fuzz [TARGET…] [--seconds N | --runs N] [--jobs J] [--keep-going] [--smoke] [--asan]`:
 //!   seed and run the cargo-fuzz targets of `fuzz/`; `fuzz-seed` only writes their seed corpora.
@@ -23,6 +25,8 @@ mod bench_packed;
 mod bench_size;
 mod ci;
 mod fixtures;
+mod flux_dev;
+mod flux_dev_stats;
 mod fuzz;
 
 use std::path::PathBuf;
@@ -46,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         ["bench-convert", targets @ ..] => bench_convert::run(targets),
         ["bench-packed"] => bench_packed::run(),
         ["bench-size"] => bench_size::run(),
+        ["flux-dev", rest @ ..] => flux_dev::run(rest),
         ["fuzz-seed"] => fuzz::seed_only(),
         ["fuzz", rest @ ..] => fuzz::run(rest),
         _ => {
@@ -62,6 +67,9 @@ fn main() -> anyhow::Result<()> {
                  bench-packed         packed quantizers (1 thread) vs bitsandbytes, ml_dtypes, numpy;\n  \
                  \x20                    then the bench-size table\n  \
                  bench-size           file size and bits/weight of the packed presets on FLUX.1-dev\n  \
+                 flux-dev [--out DIR] [--seed N] [--blocks D,S] [--force] [--check]\n  \
+                 \x20                    a 23.8 GB FLUX.1-dev BF16 checkpoint with realistic values\n  \
+                 \x20                    and its calibration statistics (default target/flux-dev)\n  \
                  fuzz [TARGET…] [--seconds N | --runs N] [--jobs J] [--keep-going]\n  \
                  \x20    [--smoke] [--asan]\n  \
                  \x20                    seed, build and run the cargo-fuzz targets (60 s each;\n  \

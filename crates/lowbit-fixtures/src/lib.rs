@@ -16,11 +16,14 @@
 //!   converted, each with the error it must produce.
 //! - [`gguf`]: a minimal GGUF encoder of its own, so that GGUF inputs never come from the writer
 //!   under test.
+//! - [`realistic`]: weights with SVDQuant's structure (outlier columns, a low-rank part) a block
+//!   of rows at a time, for full-size FLUX.1-dev checkpoints (`cargo xtask flux-dev`).
 //! - [`rng`]: the seeded generator behind the weights.
 
 pub mod bad;
 pub mod flux;
 pub mod gguf;
+pub mod realistic;
 pub mod rng;
 pub mod write;
 

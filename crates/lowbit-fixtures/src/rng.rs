@@ -1,6 +1,7 @@
 //! A seeded generator with a fixed algorithm, so that fixtures never change with a crate update.
 //!
-//! SplitMix64 for bits and Box–Muller for normal samples; no dependency can alter either.
+//! SplitMix64 for bits, Box–Muller for [`Rng::normal`] and a 256-layer ziggurat for the faster
+//! [`Rng::normal_f32`]; no dependency can alter any of them.
 //! It is the one seeded generator of lowbit's tests: the fixtures and the quantizer tests
 //! (through a dev-dependency) both draw from it.
 
@@ -67,6 +68,61 @@ impl Rng {
         let u2 = self.uniform();
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
+
+    /// Standard normal sample by Marsaglia and Tsang's ziggurat (256 layers, the layout of
+    /// `rand_distr`): one 64-bit draw for about 99 % of samples, against two uniforms, a
+    /// logarithm, a square root and a cosine for [`Rng::normal`], so several times faster.
+    /// A different stream from [`Rng::normal`]: the committed fixtures keep that one.
+    pub fn normal_f32(&mut self) -> f32 {
+        let (x_tab, f_tab) = ziggurat_tables();
+        loop {
+            let bits = self.next_u64();
+            let i = (bits & 0xff) as usize;
+            // Bits 12..64 give u in [-1, 1); bits 0..8 chose the layer.
+            let u = (bits >> 12) as f64 / (1u64 << 51) as f64 - 1.0;
+            let x = u * x_tab[i];
+            if x.abs() < x_tab[i + 1] {
+                return x as f32;
+            }
+            if i == 0 {
+                // The tail beyond R (Marsaglia, 1964).
+                let (mut x, mut y) = (1.0f64, 0.0f64);
+                while -2.0 * y < x * x {
+                    x = (1.0 - self.uniform()).ln() / ZIG_R;
+                    y = (1.0 - self.uniform()).ln();
+                }
+                return (if u < 0.0 { x - ZIG_R } else { ZIG_R - x }) as f32;
+            }
+            if f_tab[i + 1] + (f_tab[i] - f_tab[i + 1]) * self.uniform() < (-0.5 * x * x).exp() {
+                return x as f32;
+            }
+        }
+    }
+}
+
+/// Where the ziggurat's base layer meets the tail, and each layer's area (256 layers).
+const ZIG_R: f64 = 3.654_152_885_361_009;
+const ZIG_V: f64 = 0.004_928_673_233_99;
+
+/// The layers' right edges `x[0..=256]` (`x[0] = V/f(R)` for the base strip, `x[1] = R`, …,
+/// `x[256] = 0`) and the density at each, computed once.
+fn ziggurat_tables() -> &'static ([f64; 257], [f64; 257]) {
+    static TABLES: std::sync::OnceLock<([f64; 257], [f64; 257])> = std::sync::OnceLock::new();
+    TABLES.get_or_init(|| {
+        let f = |x: f64| (-0.5 * x * x).exp();
+        let mut x = [0.0; 257];
+        x[0] = ZIG_V / f(ZIG_R);
+        x[1] = ZIG_R;
+        for i in 2..256 {
+            x[i] = (-2.0 * (ZIG_V / x[i - 1] + f(x[i - 1])).ln()).sqrt();
+        }
+        x[256] = 0.0;
+        let mut fx = [0.0; 257];
+        for i in 0..257 {
+            fx[i] = f(x[i]);
+        }
+        (x, fx)
+    })
 }
 
 #[cfg(test)]
@@ -99,5 +155,25 @@ mod tests {
         let mean = xs.iter().sum::<f64>() / f64::from(n);
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / f64::from(n);
         assert!(mean.abs() < 0.02 && (var - 1.0).abs() < 0.02, "{mean} {var}");
+    }
+
+    #[test]
+    fn ziggurat_is_standard_normal() {
+        let (x, _) = super::ziggurat_tables();
+        // The layers close: the top one ends at the mode.
+        assert!(x[255] > 0.0 && x[255] < 0.3, "{}", x[255]);
+        let mut r = Rng::new(11);
+        let n = 2_000_000;
+        let xs: Vec<f64> = (0..n).map(|_| f64::from(r.normal_f32())).collect();
+        let mean = xs.iter().sum::<f64>() / f64::from(n);
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / f64::from(n);
+        let kurt = xs.iter().map(|x| (x - mean).powi(4)).sum::<f64>() / f64::from(n) / var / var;
+        assert!(mean.abs() < 0.003 && (var - 1.0).abs() < 0.005, "{mean} {var}");
+        assert!((kurt - 3.0).abs() < 0.03, "{kurt}");
+        // Tail masses: P(|x| > 1) = 0.3173, P(|x| > 3) = 0.0027, P(|x| > 4) = 6.3e-5.
+        let frac = |t: f64| xs.iter().filter(|x| x.abs() > t).count() as f64 / f64::from(n);
+        assert!((frac(1.0) - 0.3173).abs() < 0.002, "{}", frac(1.0));
+        assert!((frac(3.0) - 0.0027).abs() < 0.0002, "{}", frac(3.0));
+        assert!((frac(4.0) - 6.33e-5).abs() < 2.5e-5, "{}", frac(4.0));
     }
 }
