@@ -12,6 +12,7 @@
 //! the weights' own values: NaN, infinities, read errors).
 
 mod atomic;
+mod calib;
 mod error;
 mod folder;
 mod logical;
@@ -23,6 +24,7 @@ mod stats;
 mod write;
 
 pub use atomic::AtomicFile;
+pub use calib::Calibration;
 pub use error::Error;
 pub use folder::{MODEL_FILE, diffusers_config, weights_path, writes_folder};
 pub use logical::Part;
