@@ -203,7 +203,7 @@ fn parse_metadata(text: &str) -> Result<(Naming, usize, Vec<f64>), String> {
 fn group_count(obj: &Map<String, Value>) -> Result<usize, String> {
     let g = obj.get("groups").ok_or("no `groups` field")?;
     match g.as_u64().and_then(|n| usize::try_from(n).ok()) {
-        Some(n) if n >= 1 && n < usize::MAX => Ok(n),
+        Some(n) if (1..usize::MAX).contains(&n) => Ok(n),
         _ => Err(format!("groups {g} is not an integer of at least 1")),
     }
 }

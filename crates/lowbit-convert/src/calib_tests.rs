@@ -37,7 +37,7 @@ fn write(dir: &tempfile::TempDir, tensors: &[T<'_>], meta: Option<&str>) -> Path
         );
     }
     let mut text = serde_json::to_string(&header).unwrap();
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
     let mut file = (text.len() as u64).to_le_bytes().to_vec();
