@@ -13,6 +13,7 @@
 //! Q4_K_M conversions are made once per test process (`support::flux_3072`).
 
 mod bad_inputs;
+mod calibration;
 mod chunks;
 mod convert;
 mod dequantize;

@@ -255,6 +255,40 @@ pub enum Error {
         /// What is missing or wrong.
         reason: String,
     },
+    /// A calibration statistics file cannot be read.
+    #[error("{}: cannot read the calibration statistics", file.display())]
+    CalibrationIo {
+        /// The statistics file.
+        file: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A calibration statistics file is not a valid safetensors file.
+    #[error("{}: not a calibration statistics file", file.display())]
+    CalibrationFile {
+        /// The statistics file.
+        file: PathBuf,
+        /// What the safetensors reader refuses.
+        source: lowbit_safetensors::Error,
+    },
+    /// The `lowbit.calibration` metadata of a statistics file is missing or wrong.
+    #[error("{}: metadata `lowbit.calibration`: {reason}", file.display())]
+    CalibrationMetadata {
+        /// The statistics file.
+        file: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tensor of a statistics file is not what formats/calibration.md allows.
+    #[error("{}: calibration tensor `{tensor}`: {reason}", file.display())]
+    CalibrationTensor {
+        /// The statistics file.
+        file: PathBuf,
+        /// The tensor, as stored.
+        tensor: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 fn suggest(s: Option<&str>) -> String {
