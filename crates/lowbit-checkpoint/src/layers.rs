@@ -88,7 +88,9 @@ impl Checkpoint {
         let mut companions: HashSet<String> = HashSet::new();
         let claim = |layer: Layer, packed: &mut HashMap<String, Layer>, c: &mut HashSet<String>| {
             c.extend(layer.stored.iter().skip(1).cloned());
-            packed.insert(layer.name.clone(), layer);
+            // Keyed by the main stored tensor (`weight`, SVDQuant's `qweight`).
+            let main = layer.stored.first().cloned().unwrap_or_else(|| layer.name.clone());
+            packed.insert(main, layer);
         };
         for (name, scheme) in self.metadata_schemes()? {
             let layer = self.packed_layer(&name, scheme)?;
@@ -263,7 +265,12 @@ impl Checkpoint {
     /// The layer of weight `name` stored as `scheme`, checked against [`Scheme::stored`].
     fn packed_layer(&self, name: &str, scheme: Scheme) -> Result<Layer, Error> {
         let path = || self.files().next().unwrap_or(self.path()).to_owned();
-        let Some(weight) = self.tensor(name) else {
+        // The tensor the logical shape is read from: `weight`, or SVDQuant's `qweight`.
+        let primary = match (scheme, name.strip_suffix(".weight")) {
+            (Scheme::Svdq { .. }, Some(module)) => format!("{module}.qweight"),
+            _ => name.to_owned(),
+        };
+        let Some(weight) = self.tensor(&primary) else {
             return Err(Error::Layout {
                 path: path(),
                 tensor: name.to_owned(),
@@ -324,13 +331,22 @@ impl Checkpoint {
             };
             return self.nf4_state(state);
         }
-        let [a, b] = weight.shape[..] else {
+        let shape = match (scheme, &weight.shape[..]) {
+            // Timestep groups lead SVDQuant's tensors.
+            (Scheme::Svdq { groups, .. }, [g, rest @ ..])
+                if groups > 1 && *g == u64::from(groups) =>
+            {
+                rest
+            }
+            (_, s) => s,
+        };
+        let [a, b] = shape[..] else {
             return Err(bad(format!("a {scheme} weight must be a matrix, not {:?}", weight.shape)));
         };
         let (n, k) = match scheme {
             Scheme::Ternary { .. } => (Some(a), b.checked_mul(4)),
             Scheme::Bitnet => (a.checked_mul(4), Some(b)),
-            Scheme::Int4 { .. } => (Some(a), b.checked_mul(2)),
+            Scheme::Int4 { .. } | Scheme::Svdq { .. } => (Some(a), b.checked_mul(2)),
             _ => (Some(a), Some(b)),
         };
         let (Some(n), Some(k)) = (n, k) else {

@@ -58,7 +58,7 @@ fn smooth_factors_follow_the_formula() {
     // Raw: 2, 1, 0.5; centred on sqrt(2 · 0.5) = 1.
     assert_eq!(lam, vec![2.0, 1.0, 0.5]);
     let lam = smooth_factors(&[9.0, 1.0], &[1.0, 1.0], 1.0);
-    assert_eq!(lam, vec![3.0, 1.0 / 3.0f32].iter().map(|v| half_bf16(*v)).collect::<Vec<_>>());
+    assert_eq!(lam, [3.0, 1.0 / 3.0f32].iter().map(|v| half_bf16(*v)).collect::<Vec<_>>());
 }
 
 fn half_bf16(v: f32) -> f32 {

@@ -183,7 +183,8 @@ fn natural_cmp(a: &str, b: &str) -> Ordering {
 
 impl Report {
     pub(crate) fn build(ckpt: &Checkpoint, layers: &[Layer]) -> Report {
-        let det: Detection = detect(ckpt.tensors().iter().map(|t| t.name.as_str()));
+        // Layer names: a packed weight is detected by its logical name (SVDQuant stores none).
+        let det: Detection = detect(layers.iter().map(|l| l.name.as_str()));
         let mut tensors: Vec<TensorRow> = layers
             .iter()
             .map(|l| {
