@@ -216,12 +216,13 @@ pub(crate) fn release_lowbit(root: &Path) -> anyhow::Result<std::path::PathBuf> 
 /// Runs `cargo xtask <command>` again as a release build: `cargo xtask` builds xtask, and with
 /// it the quantizers it times in-process, without optimisation, and timing that would be
 /// meaningless.
-pub(crate) fn rerun_in_release(root: &Path, command: &str) -> anyhow::Result<()> {
-    eprintln!("{command}: rebuilding xtask in release mode");
+pub(crate) fn rerun_in_release(root: &Path, command: &[&str]) -> anyhow::Result<()> {
+    eprintln!("{}: rebuilding xtask in release mode", command.join(" "));
     crate::ci::sh(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(root)
-            .args(["run", "--release", "--quiet", "--package", "xtask", "--", command]),
+            .args(["run", "--release", "--quiet", "--package", "xtask", "--"])
+            .args(command),
     )
 }
 
@@ -234,7 +235,7 @@ fn ratio(ours: f64, theirs: Option<f64>) -> String {
 pub(crate) fn quant() -> anyhow::Result<()> {
     let root = crate::workspace_root();
     if cfg!(debug_assertions) {
-        return rerun_in_release(&root, "bench-quant");
+        return rerun_in_release(&root, &["bench-quant"]);
     }
     let python = crate::ci::venv(&root)?;
     crate::ci::ggml_ref(&root, &python)?;

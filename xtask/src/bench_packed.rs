@@ -229,7 +229,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
     let root = crate::workspace_root();
     if cfg!(debug_assertions) {
         // Timing an unoptimised lowbit-quant would be meaningless.
-        return crate::bench::rerun_in_release(&root, "bench-packed");
+        return crate::bench::rerun_in_release(&root, &["bench-packed"]);
     }
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir)?;

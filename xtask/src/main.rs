@@ -10,6 +10,8 @@
 //!   then the storage table of `bench-size`.
 //! - `flux-dev [--out DIR] [--seed N] [--blocks D,S] [--force] [--check]`: a full-size FLUX.1-dev
 //!   BF16 checkpoint with realistic values and its calibration statistics (SVDQuant benchmark).
+//! - `bench-svdq [--full]`: SVDQuant on `flux-dev`'s checkpoint: randomized SVD time and
+//!   residual per FLUX layer shape, fidelity against round-to-nearest; `--full` converts it all.
 //! - `bench-size`: file size and bits/weight of each packed preset on FLUX.1-dev (dry runs).
 //! - `fuzz [TARGET…] [--seconds N | --runs N] [--jobs J] [--keep-going] [--smoke] [--asan]`:
 //!   seed and run the cargo-fuzz targets of `fuzz/`; `fuzz-seed` only writes their seed corpora.
@@ -23,6 +25,7 @@ mod bench;
 mod bench_convert;
 mod bench_packed;
 mod bench_size;
+mod bench_svdq;
 mod ci;
 mod fixtures;
 mod flux_dev;
@@ -50,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         ["bench-convert", targets @ ..] => bench_convert::run(targets),
         ["bench-packed"] => bench_packed::run(),
         ["bench-size"] => bench_size::run(),
+        ["bench-svdq", rest @ ..] => bench_svdq::run(rest),
         ["flux-dev", rest @ ..] => flux_dev::run(rest),
         ["fuzz-seed"] => fuzz::seed_only(),
         ["fuzz", rest @ ..] => fuzz::run(rest),
@@ -67,6 +71,7 @@ fn main() -> anyhow::Result<()> {
                  bench-packed         packed quantizers (1 thread) vs bitsandbytes, ml_dtypes, numpy;\n  \
                  \x20                    then the bench-size table\n  \
                  bench-size           file size and bits/weight of the packed presets on FLUX.1-dev\n  \
+                 bench-svdq [--full]  SVDQuant on flux-dev's checkpoint: SVD, fidelity, full run\n  \
                  flux-dev [--out DIR] [--seed N] [--blocks D,S] [--force] [--check]\n  \
                  \x20                    a 23.8 GB FLUX.1-dev BF16 checkpoint with realistic values\n  \
                  \x20                    and its calibration statistics (default target/flux-dev)\n  \

@@ -20,13 +20,13 @@ pub(crate) enum Command {
     /// diffusers transformer/ folder), or a .gguf file. Only headers are read.
     Inspect(InspectArgs),
     /// Convert a checkpoint to GGUF (bit-exact with ggml's quantizers) or to a packed
-    /// safetensors layout (ternary, BitNet, int4, bitsandbytes NF4, FP8 variants).
+    /// safetensors layout (ternary, BitNet, int4, bitsandbytes NF4, FP8 variants, SVDQuant).
     ///
     /// INPUT is anything `inspect` reads (BF16/F16/F32/FP8 safetensors, sharded, or a GGUF with
     /// F32/F16/BF16 weights). FLUX in diffusers naming is written in BFL naming unless
     /// `--names diffusers`. Embedders and the final layer stay at source precision, 1-D and tiny
     /// tensors in F32, as ComfyUI-GGUF does.
-    Convert(ConvertArgs),
+    Convert(Box<ConvertArgs>),
     /// Decode every weight to BF16 (or F32) safetensors under its logical name.
     ///
     /// INPUT is anything `inspect` reads: dense or sharded safetensors, GGUF of any type lowbit
@@ -130,6 +130,17 @@ pub(crate) struct ConvertArgs {
     /// svdq: seed of the randomized SVDs and synthetic activations.
     #[arg(long, default_value_t = 0)]
     pub(crate) seed: u64,
+    /// svdq: mixed precision within an average of B bits per weight over the whole file: each
+    /// SVDQuant and modulation layer is measured as svdq, int4 (W4A16), FP8 and BF16, and the
+    /// choice with the least total output error is written as recipe rules.
+    #[arg(long, value_name = "B", conflicts_with = "budget_gb")]
+    pub(crate) budget_bits: Option<f64>,
+    /// svdq: as --budget-bits, for a file of at most G gigabytes (10⁹ bytes).
+    #[arg(long, value_name = "G")]
+    pub(crate) budget_gb: Option<f64>,
+    /// Write the effective recipe (with a budget's choices) to this TOML file.
+    #[arg(long, value_name = "FILE.toml")]
+    pub(crate) save_recipe: Option<PathBuf>,
     /// Per-tensor type: REGEX=TYPE, matched against the whole output name; repeatable, the last
     /// match wins.
     #[arg(long = "tensor-type", value_name = "REGEX=TYPE")]

@@ -78,6 +78,10 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
     let plan = Plan::new(&ckpt, &recipe, naming)?;
     let svdq = svdq_options(args, &plan)?;
     lowbit_convert::check_svdq(&plan, &svdq)?;
+    let (recipe, plan) = crate::budget::run(args, &ckpt, recipe, plan, &svdq, naming)?;
+    if let Some(p) = &args.save_recipe {
+        crate::output::write_atomic(p, recipe.to_toml().as_bytes())?;
+    }
     for r in &plan.unmatched_rules {
         output::note(&format!("warning: the rule `{r}` matches no tensor"));
     }
@@ -196,10 +200,19 @@ fn svdq_options(args: &ConvertArgs, plan: &Plan) -> anyhow::Result<lowbit_conver
             "--alpha needs --stats: λ comes from the activations' statistics".into(),
         )));
     }
+    let start = Instant::now();
     let calibration = match &args.stats {
         Some(p) => Some(lowbit_convert::Calibration::open(p)?),
         None => None,
     };
+    if let Some(c) = &calibration {
+        output::note(&format!(
+            "statistics: {} ({} timestep groups) read in {:.2} s",
+            c.path().display(),
+            c.groups(),
+            start.elapsed().as_secs_f64()
+        ));
+    }
     Ok(lowbit_convert::SvdqOptions {
         alpha: args.alpha,
         refine: args.refine,
@@ -237,9 +250,15 @@ fn print_svdq_report(o: &lowbit_convert::SvdqOptions) {
             format!("{:.2}", l.seconds),
         ]);
     }
+    let sum = |f: &dyn Fn(&lowbit_convert::LayerReport) -> f64| layers.iter().map(f).sum::<f64>();
     output::note(&format!(
-        "{t}\n{} SVDQuant layers in {total:.1} s (output error: ‖Y − Ŷ‖²/‖Y‖² on synthetic activations)",
-        layers.len()
+        "{t}\n{} SVDQuant layers in {total:.1} s: read {:.1} s, α search {:.1} s, SVD {:.1} s, quantization {:.1} s, scoring {:.1} s (output error: ‖Y − Ŷ‖²/‖Y‖² on synthetic activations)",
+        layers.len(),
+        sum(&|l| l.read),
+        sum(&|l| l.timings.search),
+        sum(&|l| l.timings.svd),
+        sum(&|l| l.timings.quantize),
+        sum(&|l| l.timings.score),
     ));
 }
 

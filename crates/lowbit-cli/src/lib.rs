@@ -6,6 +6,7 @@
 //! errors, an unknown target or type, a bad rule, recipe or output extension), 130 for Ctrl-C.
 //! A closed stdout (`lowbit inspect … | head`) is not an error.
 
+mod budget;
 mod cli;
 mod convert;
 mod dequantize;

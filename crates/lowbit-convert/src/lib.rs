@@ -12,6 +12,7 @@
 //! the weights' own values: NaN, infinities, read errors).
 
 mod atomic;
+pub mod budget;
 mod calib;
 mod error;
 mod folder;

@@ -300,7 +300,7 @@ impl Rule {
         Rule::new(pattern, ty)
     }
 
-    fn new(pattern: &str, ty: &str) -> Result<Rule, Error> {
+    pub(crate) fn new(pattern: &str, ty: &str) -> Result<Rule, Error> {
         let re = Regex::new(&format!("^(?:{pattern})$")).map_err(|e| Error::BadRegex {
             pattern: pattern.to_owned(),
             message: regex_message(&e),

@@ -43,10 +43,14 @@ pub struct LayerReport {
     pub refined: Vec<usize>,
     /// Seconds spent on the layer.
     pub seconds: f64,
+    /// Seconds reading and decoding the weight.
+    pub read: f64,
+    /// Seconds per stage of the quantization, summed over the groups.
+    pub timings: lowbit_svdq::Timings,
 }
 
 impl SvdqOptions {
-    fn alpha(&self) -> Alpha {
+    pub(crate) fn alpha(&self) -> Alpha {
         match (self.alpha, &self.calibration) {
             (Some(a), Some(_)) => a,
             (None, Some(_)) => Alpha::Auto,
@@ -142,7 +146,12 @@ pub(crate) fn metadata(plan: &Plan, o: Option<&SvdqOptions>) -> Option<String> {
 
 /// One K-vector of statistics per timestep group the scheme stores; a multi-group file serves a
 /// one-group scheme with the maximum over its groups.
-fn layer_stats(c: &Calibration, name: &str, k: usize, groups: usize) -> Option<Vec<Vec<f32>>> {
+pub(crate) fn layer_stats(
+    c: &Calibration,
+    name: &str,
+    k: usize,
+    groups: usize,
+) -> Option<Vec<Vec<f32>>> {
     let v = c.absmax(name)?;
     let rows: Vec<Vec<f32>> = v.chunks(k.max(1)).map(<[f32]>::to_vec).collect();
     if groups > 1 {
@@ -151,6 +160,23 @@ fn layer_stats(c: &Calibration, name: &str, k: usize, groups: usize) -> Option<V
     let max =
         rows.iter().fold(vec![0f32; k], |m, r| m.iter().zip(r).map(|(a, b)| a.max(*b)).collect());
     Some(vec![max])
+}
+
+/// A whole weight as `f32`, read in parallel slices (each with its own scratch buffer);
+/// non-finite values are refused (an SVD cannot factor them).
+///
+/// # Errors
+/// Read failures, non-finite weights.
+pub(crate) fn read_whole(ckpt: &Checkpoint, t: &PlannedTensor) -> Result<Vec<f32>, Error> {
+    let numel = t.numel();
+    let slice = 1u64 << 20;
+    #[expect(clippy::cast_possible_truncation, reason = "the weight is in memory already")]
+    let mut w = vec![0f32; numel as usize];
+    w.par_chunks_mut(slice as usize).enumerate().try_for_each(|(i, out)| {
+        let a = i as u64 * slice;
+        gather(ckpt, t, a..a + out.len() as u64, out, &mut Vec::new(), false)
+    })?;
+    Ok(w)
 }
 
 /// Quantizes one SVDQuant layer whole; returns its stored tensors' bytes, timestep groups one
@@ -168,14 +194,8 @@ pub(crate) fn quantize_layer(
     };
     let start = Instant::now();
     let (n, k) = (t.shape[0] as usize, t.shape[1] as usize);
-    let numel = (n * k) as u64;
-    // Read in parallel slices (each with its own scratch buffer).
-    let slice = 1u64 << 20;
-    let mut w = vec![0f32; n * k];
-    w.par_chunks_mut(slice as usize).enumerate().try_for_each(|(i, out)| {
-        let a = i as u64 * slice;
-        gather(ckpt, t, a..(a + out.len() as u64).min(numel), out, &mut Vec::new(), false)
-    })?;
+    let w = read_whole(ckpt, t)?;
+    let read = start.elapsed().as_secs_f64();
     let groups = usize::from(groups);
     let stats = match &o.calibration {
         Some(c) => Some(layer_stats(c, &t.name, k, groups).ok_or_else(|| Error::Svdq {
@@ -199,6 +219,8 @@ pub(crate) fn quantize_layer(
         error: Vec::new(),
         refined: Vec::new(),
         seconds: 0.0,
+        read,
+        timings: lowbit_svdq::Timings::default(),
     };
     for g in 0..groups {
         let seed = Rng::for_name(o.seed, &format!("{}#{g}", t.name)).next_u64();
@@ -210,6 +232,10 @@ pub(crate) fn quantize_layer(
         report.alpha.push(q.alpha);
         report.error.push(q.error);
         report.refined.push(q.refined);
+        report.timings.search += q.timings.search;
+        report.timings.svd += q.timings.svd;
+        report.timings.quantize += q.timings.quantize;
+        report.timings.score += q.timings.score;
     }
     report.seconds = start.elapsed().as_secs_f64();
     if let Ok(mut l) = o.layers.lock() {

@@ -22,6 +22,7 @@ pub use score::{output_error, synthetic_activations};
 use lowbit_dtype::f16::{bf16_to_fp32, fp32_to_bf16};
 use lowbit_fixtures::rng::Rng;
 use rayon::prelude::*;
+use std::time::Instant;
 
 /// The α grid `--alpha auto` searches (λ = 1, no smoothing, is always a candidate too).
 pub const ALPHA_GRID: [f32; 9] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
@@ -97,6 +98,21 @@ pub struct Quantized {
     pub refined: usize,
     /// The α search: each candidate and its relative output error.
     pub candidates: Vec<(Option<f32>, f64)>,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+/// Seconds spent in each stage of [`quantize`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// The α search (fits and scores on the scoring rows).
+    pub search: f64,
+    /// Randomized SVDs of the final fit and its refinements.
+    pub svd: f64,
+    /// Smoothing, branch subtraction and int4 quantization of the final fit and refinements.
+    pub quantize: f64,
+    /// Scoring the final fit and refinements.
+    pub score: f64,
 }
 
 impl Quantized {
@@ -170,7 +186,8 @@ fn f32_vec(v: &[u16]) -> Vec<f32> {
 
 /// Fits `w` (`[n, k]`) smoothed by `lam`: the branch is the rank-`rank` SVD of `Ŵ − base`
 /// (`base`: the previous dequantized residual, for refinement), the residual `Ŵ − branch` (with
-/// the branch as stored, in BF16) is quantized.
+/// the branch as stored, in BF16) is quantized; the time goes to `t`.
+#[expect(clippy::too_many_arguments, reason = "the weight, its λ and the fit's options")]
 fn fit(
     w: &[f32],
     n: usize,
@@ -179,17 +196,22 @@ fn fit(
     rank: usize,
     o: &RsvdOptions,
     base: Option<&[f32]>,
+    t: &mut Timings,
 ) -> Fit {
+    let start = Instant::now();
     let mut what = w.to_vec();
     what.par_chunks_mut(k).for_each(|row| row.iter_mut().zip(lam).for_each(|(v, l)| *v *= l));
+    let svd_start = Instant::now();
     let lr = match base {
         Some(b) => {
-            let mut t = what.clone();
-            t.par_iter_mut().zip(b).for_each(|(t, b)| *t -= b);
-            rsvd(&t, n, k, rank, o)
+            let mut target = what.clone();
+            target.par_iter_mut().zip(b).for_each(|(v, b)| *v -= b);
+            rsvd(&target, n, k, rank, o)
         }
         None => rsvd(&what, n, k, rank, o),
     };
+    let svd = svd_start.elapsed().as_secs_f64();
+    t.svd += svd;
     let r = lr.rank;
     let up = bf16_vec(&lr.up);
     let down: Vec<u16> = lr
@@ -227,6 +249,7 @@ fn fit(
                 }
             }
         });
+    t.quantize += start.elapsed().as_secs_f64() - svd;
     Fit { up, down, packed, scales, deq }
 }
 
@@ -277,25 +300,32 @@ pub fn quantize(
         output_error(&x, &y_ref, k, lam, &deq, &f32_vec(&up), &f32_vec(&fit.down), cfg.act4)
     };
     let mut scored = Vec::new();
+    let mut timings = Timings::default();
+    let search_start = Instant::now();
     if candidates.len() > 1 {
         let o = RsvdOptions { power_iters: cfg.search_power_iters, seed, ..cfg.rsvd };
         for &a in &candidates {
             let lam = lam_for(a);
-            let f = fit(&ws, s, k, &lam, cfg.rank, &o, None);
+            let f = fit(&ws, s, k, &lam, cfg.rank, &o, None, &mut Timings::default());
             scored.push((a, score(&f, &lam, None)));
         }
         let best = scored.iter().min_by(|p, q| p.1.total_cmp(&q.1)).map(|p| p.0);
         candidates = vec![best.flatten()];
     }
+    timings.search = search_start.elapsed().as_secs_f64();
     let alpha = candidates[0];
     let lam = lam_for(alpha);
     let o = RsvdOptions { seed, ..cfg.rsvd };
-    let mut best = fit(w, n, k, &lam, cfg.rank, &o, None);
+    let mut best = fit(w, n, k, &lam, cfg.rank, &o, None, &mut timings);
+    let score_start = Instant::now();
     let mut best_err = score(&best, &lam, Some(&rows));
+    timings.score += score_start.elapsed().as_secs_f64();
     let mut refined = 0;
     for t in 1..=cfg.refine {
-        let f = fit(w, n, k, &lam, cfg.rank, &o, Some(&best.deq));
+        let f = fit(w, n, k, &lam, cfg.rank, &o, Some(&best.deq), &mut timings);
+        let score_start = Instant::now();
         let e = score(&f, &lam, Some(&rows));
+        timings.score += score_start.elapsed().as_secs_f64();
         if e >= best_err {
             break;
         }
@@ -313,8 +343,36 @@ pub fn quantize(
         error: best_err,
         refined,
         candidates: scored,
+        timings,
     }
 }
 
 #[cfg(test)]
 mod tests;
+
+/// The relative output error of replacing the weight by `replace(rows)` (a weight-only
+/// quantize-dequantize of whole rows, e.g. FP8) on the same synthetic activations and output
+/// rows [`quantize`] scores with for this `seed`.
+///
+/// # Panics
+/// When the lengths disagree.
+#[must_use]
+pub fn weight_only_error(
+    w: &[f32],
+    n: usize,
+    k: usize,
+    act_absmax: Option<&[f32]>,
+    cfg: &Config,
+    seed: u64,
+    replace: &(dyn Fn(&[f32]) -> Vec<f32> + Sync),
+) -> f64 {
+    assert_eq!(w.len(), n * k, "a [{n}, {k}] weight");
+    let ones = vec![1f32; k];
+    let ax = act_absmax.unwrap_or(&ones);
+    let x = synthetic_activations(ax, cfg.tokens, Rng::for_name(seed, "activations").next_u64());
+    let rows = score_rows(n, cfg.score_rows);
+    let ws = take_rows(w, k, &rows);
+    let y_ref = gemm(Mat::new(&x, cfg.tokens, k), Mat::new(&ws, rows.len(), k).t());
+    let deq = replace(&ws);
+    output_error(&x, &y_ref, k, &ones, &deq, &[], &[], false)
+}
