@@ -13,6 +13,7 @@
 //! Q4_K_M conversions are made once per test process (`support::flux_3072`).
 
 mod bad_inputs;
+mod budget;
 mod calibration;
 mod chunks;
 mod convert;
@@ -32,5 +33,6 @@ mod round_trip;
 mod runtimes;
 mod safety;
 mod support;
+mod svdq;
 mod ternary;
 mod tidy;

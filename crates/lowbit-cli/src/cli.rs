@@ -127,9 +127,9 @@ pub(crate) struct ConvertArgs {
     /// many).
     #[arg(long, value_name = "G")]
     pub(crate) timestep_groups: Option<u16>,
-    /// svdq: seed of the randomized SVDs and synthetic activations.
-    #[arg(long, default_value_t = 0)]
-    pub(crate) seed: u64,
+    /// svdq: seed of the randomized SVDs and synthetic activations (default 0).
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
     /// svdq: mixed precision within an average of B bits per weight over the whole file: each
     /// SVDQuant and modulation layer is measured as svdq, int4 (W4A16), FP8 and BF16, and the
     /// choice with the least total output error is written as recipe rules.

@@ -188,7 +188,7 @@ fn svdq_options(args: &ConvertArgs, plan: &Plan) -> anyhow::Result<lowbit_conver
         ("--stats", args.stats.is_some()),
         ("--alpha", args.alpha.is_some()),
         ("--refine", args.refine != 0),
-        ("--seed", args.seed != 0),
+        ("--seed", args.seed.is_some()),
     ];
     if let Some((flag, _)) = given.iter().find(|g| g.1).filter(|_| !any) {
         return Err(anyhow::Error::new(Usage(format!(
@@ -216,7 +216,7 @@ fn svdq_options(args: &ConvertArgs, plan: &Plan) -> anyhow::Result<lowbit_conver
     Ok(lowbit_convert::SvdqOptions {
         alpha: args.alpha,
         refine: args.refine,
-        seed: args.seed,
+        seed: args.seed.unwrap_or(0),
         calibration,
         layers: std::sync::Mutex::default(),
     })
