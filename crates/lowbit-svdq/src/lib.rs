@@ -16,7 +16,7 @@
 pub mod linalg;
 mod score;
 
-pub use linalg::{LowRank, Mat, RsvdOptions, exact_lowrank, gemm, rsvd};
+pub use linalg::{LowRank, Mat, RsvdOptions, exact_lowrank, gemm, gemm_sub, rsvd};
 pub use score::{output_error, synthetic_activations};
 
 use lowbit_dtype::f16::{bf16_to_fp32, fp32_to_bf16};
@@ -172,7 +172,7 @@ struct Fit {
     packed: Vec<u8>,
     /// BF16 bits, row-major `[rows, k/64]`.
     scales: Vec<u16>,
-    /// The dequantized residual, `[rows, k]`.
+    /// The dequantized residual of the rows asked for, `[rows, k]`.
     deq: Vec<f32>,
 }
 
@@ -186,7 +186,8 @@ fn f32_vec(v: &[u16]) -> Vec<f32> {
 
 /// Fits `w` (`[n, k]`) smoothed by `lam`: the branch is the rank-`rank` SVD of `Ŵ − base`
 /// (`base`: the previous dequantized residual, for refinement), the residual `Ŵ − branch` (with
-/// the branch as stored, in BF16) is quantized; the time goes to `t`.
+/// the branch as stored, in BF16) is quantized; `Fit::deq` holds the dequantized residual of
+/// `deq_rows` (all rows when `None`), in that order; the time goes to `t`.
 #[expect(clippy::too_many_arguments, reason = "the weight, its λ and the fit's options")]
 fn fit(
     w: &[f32],
@@ -196,6 +197,7 @@ fn fit(
     rank: usize,
     o: &RsvdOptions,
     base: Option<&[f32]>,
+    deq_rows: Option<&[usize]>,
     t: &mut Timings,
 ) -> Fit {
     let start = Instant::now();
@@ -226,29 +228,39 @@ fn fit(
             .zip(lam)
             .flat_map(|(d, l)| d.iter().map(move |v| bf16_to_fp32(*v) * l))
             .collect();
-        let branch = gemm(Mat::new(&f32_vec(&up), n, r), Mat::new(&down_eff, k, r).t());
-        what.par_iter_mut().zip(&branch).for_each(|(v, b)| *v -= b);
+        gemm_sub(&mut what, Mat::new(&f32_vec(&up), n, r), Mat::new(&down_eff, k, r).t());
     }
     let g = k / GROUP;
     let mut packed = vec![0u8; n * k / 2];
     let mut scales = vec![0u16; n * g];
-    let mut deq = vec![0f32; n * k];
     let rows = 64;
     what.par_chunks(rows * k)
         .zip(packed.par_chunks_mut(rows * k / 2))
         .zip(scales.par_chunks_mut(rows * g))
-        .zip(deq.par_chunks_mut(rows * k))
-        .for_each(|(((x, p), s), d)| {
+        .for_each(|((x, p), s)| {
             lowbit_quant::packed::int4::quantize_rows(x, k, GROUP, false, p, s, &mut []);
-            let mut codes = vec![0i8; x.len()];
-            lowbit_layout::int4::unpack(p, &mut codes);
-            for ((dg, cg), sc) in d.chunks_mut(GROUP).zip(codes.chunks(GROUP)).zip(s.iter()) {
-                let sc = bf16_to_fp32(*sc);
-                for (dv, c) in dg.iter_mut().zip(cg) {
-                    *dv = f32::from(*c) * sc;
-                }
-            }
         });
+    drop(what);
+    // The dequantized residual of the rows asked for (all of them for a refinement).
+    let all: Vec<usize>;
+    let deq_rows = match deq_rows {
+        Some(r) => r,
+        None => {
+            all = (0..n).collect();
+            &all
+        }
+    };
+    let mut deq = vec![0f32; deq_rows.len() * k];
+    deq.par_chunks_mut(k).zip(deq_rows).for_each(|(d, &row)| {
+        let mut codes = vec![0i8; k];
+        lowbit_layout::int4::unpack(&packed[row * k / 2..(row + 1) * k / 2], &mut codes);
+        for ((dg, cg), sc) in d.chunks_mut(GROUP).zip(codes.chunks(GROUP)).zip(&scales[row * g..]) {
+            let sc = bf16_to_fp32(*sc);
+            for (dv, c) in dg.iter_mut().zip(cg) {
+                *dv = f32::from(*c) * sc;
+            }
+        }
+    });
     t.quantize += start.elapsed().as_secs_f64() - svd;
     Fit { up, down, packed, scales, deq }
 }
@@ -294,7 +306,10 @@ pub fn quantize(
     };
     let score = |fit: &Fit, lam: &[f32], sub: Option<&[usize]>| {
         let (deq, up) = match sub {
-            Some(r) => (take_rows(&fit.deq, k, r), take_rows(&fit.up, fit.down.len() / k, r)),
+            Some(r) if fit.deq.len() == n * k && r.len() < n => {
+                (take_rows(&fit.deq, k, r), take_rows(&fit.up, fit.down.len() / k, r))
+            }
+            Some(r) => (fit.deq.clone(), take_rows(&fit.up, fit.down.len() / k, r)),
             None => (fit.deq.clone(), fit.up.clone()),
         };
         output_error(&x, &y_ref, k, lam, &deq, &f32_vec(&up), &f32_vec(&fit.down), cfg.act4)
@@ -306,7 +321,7 @@ pub fn quantize(
         let o = RsvdOptions { power_iters: cfg.search_power_iters, seed, ..cfg.rsvd };
         for &a in &candidates {
             let lam = lam_for(a);
-            let f = fit(&ws, s, k, &lam, cfg.rank, &o, None, &mut Timings::default());
+            let f = fit(&ws, s, k, &lam, cfg.rank, &o, None, None, &mut Timings::default());
             scored.push((a, score(&f, &lam, None)));
         }
         let best = scored.iter().min_by(|p, q| p.1.total_cmp(&q.1)).map(|p| p.0);
@@ -316,13 +331,15 @@ pub fn quantize(
     let alpha = candidates[0];
     let lam = lam_for(alpha);
     let o = RsvdOptions { seed, ..cfg.rsvd };
-    let mut best = fit(w, n, k, &lam, cfg.rank, &o, None, &mut timings);
+    // A refinement needs the whole dequantized residual; the score only its rows.
+    let deq_rows = (cfg.refine == 0).then_some(rows.as_slice());
+    let mut best = fit(w, n, k, &lam, cfg.rank, &o, None, deq_rows, &mut timings);
     let score_start = Instant::now();
     let mut best_err = score(&best, &lam, Some(&rows));
     timings.score += score_start.elapsed().as_secs_f64();
     let mut refined = 0;
     for t in 1..=cfg.refine {
-        let f = fit(w, n, k, &lam, cfg.rank, &o, Some(&best.deq), &mut timings);
+        let f = fit(w, n, k, &lam, cfg.rank, &o, Some(&best.deq), None, &mut timings);
         let score_start = Instant::now();
         let e = score(&f, &lam, Some(&rows));
         timings.score += score_start.elapsed().as_secs_f64();

@@ -62,32 +62,37 @@ impl<'a> Mat<'a> {
 
 /// `C = A · B` into the row-major `c` (`[a.rows, b.cols]`), one `sgemm` call.
 fn sgemm(a: Mat<'_>, b: Mat<'_>, c: &mut [f32]) {
+    sgemm_ab(a, b, c, 1.0, 0.0);
+}
+
+/// `C = alpha · A · B + beta · C` into the row-major `c` (`[a.rows, b.cols]`), one call.
+fn sgemm_ab(a: Mat<'_>, b: Mat<'_>, c: &mut [f32], alpha: f32, beta: f32) {
     assert!(a.cols == b.rows && a.in_bounds() && b.in_bounds(), "gemm shapes");
     assert_eq!(c.len(), a.rows * b.cols, "gemm output");
     if c.is_empty() {
         return;
     }
     if a.cols == 0 {
-        c.fill(0.0);
+        c.iter_mut().for_each(|v| *v *= beta);
         return;
     }
     let s = |v: usize| isize::try_from(v).expect("stride fits isize");
-    // SAFETY: every index `i·rs + j·cs` of `a` and `b` is inside its slice (`in_bounds`), `c`
-    // holds exactly `a.rows · b.cols` values written row-major with strides (b.cols, 1), and
-    // `beta = 0` means `c` is only written.
+    // SAFETY: every index `i·rs + j·cs` of `a` and `b` is inside its slice (`in_bounds`), and
+    // `c` holds exactly `a.rows · b.cols` values, read and written row-major with strides
+    // (b.cols, 1).
     unsafe {
         matrixmultiply::sgemm(
             a.rows,
             a.cols,
             b.cols,
-            1.0,
+            alpha,
             a.data.as_ptr(),
             s(a.rs),
             s(a.cs),
             b.data.as_ptr(),
             s(b.rs),
             s(b.cs),
-            0.0,
+            beta,
             c.as_mut_ptr(),
             s(b.cols),
             1,
@@ -124,6 +129,17 @@ pub fn gemm(a: Mat<'_>, b: Mat<'_>) -> Vec<f32> {
         }
     }
     c
+}
+
+/// `C −= A · B` in place (`c` row-major `[a.rows, b.cols]`), in parallel over fixed blocks of
+/// rows.
+pub fn gemm_sub(c: &mut [f32], a: Mat<'_>, b: Mat<'_>) {
+    let n = b.cols.max(1);
+    assert_eq!(c.len(), a.rows * b.cols, "gemm output");
+    c.par_chunks_mut(BLOCK * n).enumerate().for_each(|(i, cb)| {
+        let r0 = i * BLOCK;
+        sgemm_ab(a.rows(r0, r0 + cb.len() / n), b, cb, -1.0, 1.0);
+    });
 }
 
 /// Replaces the columns of the row-major `y` (`[rows, cols]`, `rows ≥ cols`) with an

@@ -49,7 +49,8 @@ fn refinement_never_makes_it_worse_and_is_deterministic() {
     let refined = quantize(&w, n, k, Some(&ax), &Config { refine: 4, ..cfg }, 3);
     assert!(refined.error <= plain.error);
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-    assert_eq!(one.install(|| quantize(&w, n, k, Some(&ax), &cfg, 3)), plain);
+    let again = one.install(|| quantize(&w, n, k, Some(&ax), &cfg, 3));
+    assert!(again.stored() == plain.stored() && again.error == plain.error, "thread count matters");
 }
 
 #[test]
