@@ -274,6 +274,43 @@ fn take_rows<T: Copy>(v: &[T], width: usize, rows: &[usize]) -> Vec<T> {
     rows.iter().flat_map(|&r| v[r * width..(r + 1) * width].iter().copied()).collect()
 }
 
+/// What every output error of a layer is measured against: the synthetic tokens `x` (from the
+/// statistics and the layer's seed), the scored output rows, those rows of the weight, and the
+/// exact outputs `y_ref = x · wsᵀ`.
+struct Reference {
+    x: Vec<f32>,
+    rows: Vec<usize>,
+    ws: Vec<f32>,
+    y_ref: Vec<f32>,
+}
+
+impl Reference {
+    fn new(
+        w: &[f32],
+        n: usize,
+        k: usize,
+        act_absmax: Option<&[f32]>,
+        cfg: &Config,
+        seed: u64,
+    ) -> Reference {
+        let ones;
+        let ax = match act_absmax {
+            Some(a) => a,
+            None => {
+                ones = vec![1f32; k];
+                &ones
+            }
+        };
+        assert_eq!(ax.len(), k, "statistics of {k} channels");
+        let x =
+            synthetic_activations(ax, cfg.tokens, Rng::for_name(seed, "activations").next_u64());
+        let rows = score_rows(n, cfg.score_rows);
+        let ws = take_rows(w, k, &rows);
+        let y_ref = gemm(Mat::new(&x, cfg.tokens, k), Mat::new(&ws, rows.len(), k).t());
+        Reference { x, rows, ws, y_ref }
+    }
+}
+
 /// Quantizes one layer `w` (`[n, k]` row-major, `k` a multiple of 64) with the per-channel input
 /// absmax `act_absmax` (`[k]`; `None`: no statistics, so λ = 1) and per-layer `seed`.
 ///
@@ -291,12 +328,8 @@ pub fn quantize(
     assert!(k.is_multiple_of(GROUP) && w.len() == n * k, "a [{n}, {k}] weight");
     let ones = vec![1f32; k];
     let ax = act_absmax.unwrap_or(&ones);
-    assert_eq!(ax.len(), k, "statistics of {k} channels");
-    let x = synthetic_activations(ax, cfg.tokens, Rng::for_name(seed, "activations").next_u64());
-    let rows = score_rows(n, cfg.score_rows);
-    let ws = take_rows(w, k, &rows);
+    let Reference { x, rows, ws, y_ref } = Reference::new(w, n, k, act_absmax, cfg, seed);
     let s = rows.len();
-    let y_ref = gemm(Mat::new(&x, cfg.tokens, k), Mat::new(&ws, s, k).t());
     let aw = column_absmax(w, k);
     let lam_for = |a: Option<f32>| a.map_or_else(|| ones.clone(), |a| smooth_factors(ax, &aw, a));
     let mut candidates: Vec<Option<f32>> = match (cfg.alpha, act_absmax) {
@@ -364,9 +397,6 @@ pub fn quantize(
     }
 }
 
-#[cfg(test)]
-mod tests;
-
 /// The relative output error of replacing the weight by `replace(rows)` (a weight-only
 /// quantize-dequantize of whole rows, e.g. FP8) on the same synthetic activations and output
 /// rows [`quantize`] scores with for this `seed`.
@@ -384,12 +414,10 @@ pub fn weight_only_error(
     replace: &(dyn Fn(&[f32]) -> Vec<f32> + Sync),
 ) -> f64 {
     assert_eq!(w.len(), n * k, "a [{n}, {k}] weight");
-    let ones = vec![1f32; k];
-    let ax = act_absmax.unwrap_or(&ones);
-    let x = synthetic_activations(ax, cfg.tokens, Rng::for_name(seed, "activations").next_u64());
-    let rows = score_rows(n, cfg.score_rows);
-    let ws = take_rows(w, k, &rows);
-    let y_ref = gemm(Mat::new(&x, cfg.tokens, k), Mat::new(&ws, rows.len(), k).t());
-    let deq = replace(&ws);
-    output_error(&x, &y_ref, k, &ones, &deq, &[], &[], false)
+    let r = Reference::new(w, n, k, act_absmax, cfg, seed);
+    let deq = replace(&r.ws);
+    output_error(&r.x, &r.y_ref, k, &vec![1f32; k], &deq, &[], &[], false)
 }
+
+#[cfg(test)]
+mod tests;

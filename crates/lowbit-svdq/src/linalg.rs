@@ -221,28 +221,11 @@ pub fn rsvd(w: &[f32], n: usize, k: usize, rank: usize, o: &RsvdOptions) -> LowR
     // B = Qᵀ W, [l, k]; its SVD gives W ≈ (Q · U_B) Σ V_Bᵀ.
     let b = gemm(Mat::new(&q, n, l).t(), wm);
     let bm = DMatrix::<f64>::from_fn(l, k, |i, j| f64::from(b[i * k + j]));
-    let svd = bm.svd(true, true);
-    let (u, vt) = (svd.u.expect("asked for U"), svd.v_t.expect("asked for Vᵀ"));
-    let mut order: Vec<usize> = (0..svd.singular_values.len()).collect();
-    order.sort_by(|&a, &b| svd.singular_values[b].total_cmp(&svd.singular_values[a]));
-    order.truncate(rank);
-    let sigma: Vec<f64> = order.iter().map(|&i| svd.singular_values[i]).collect();
-    #[expect(clippy::cast_possible_truncation, reason = "factors in f32")]
-    let us: Vec<f32> = (0..l)
-        .flat_map(|i| {
-            let u = &u;
-            order.iter().zip(&sigma).map(move |(&j, s)| (u[(i, j)] * s) as f32)
-        })
-        .collect();
+    let top = Top::new(bm, rank);
+    let us = top.scaled_u(l);
     let up = gemm(Mat::new(&q, n, l), Mat::new(&us, l, rank));
-    #[expect(clippy::cast_possible_truncation, reason = "factors in f32")]
-    let down: Vec<f32> = (0..k)
-        .flat_map(|kk| {
-            let vt = &vt;
-            order.iter().map(move |&j| vt[(j, kk)] as f32)
-        })
-        .collect();
-    LowRank { up, down, rank, sigma }
+    let down = top.v(k);
+    LowRank { up, down, rank, sigma: top.sigma }
 }
 
 /// The exact rank-`rank` truncated SVD (nalgebra's full SVD in `f64`): the optimum the
@@ -250,28 +233,47 @@ pub fn rsvd(w: &[f32], n: usize, k: usize, rank: usize, o: &RsvdOptions) -> LowR
 #[must_use]
 pub fn exact_lowrank(w: &[f32], n: usize, k: usize, rank: usize) -> LowRank {
     let rank = rank.min(n).min(k);
-    let m = DMatrix::<f64>::from_fn(n, k, |i, j| f64::from(w[i * k + j]));
-    let svd = m.svd(true, true);
-    let (u, vt) = (svd.u.expect("asked for U"), svd.v_t.expect("asked for Vᵀ"));
-    let mut order: Vec<usize> = (0..svd.singular_values.len()).collect();
-    order.sort_by(|&a, &b| svd.singular_values[b].total_cmp(&svd.singular_values[a]));
-    order.truncate(rank);
-    let sigma: Vec<f64> = order.iter().map(|&i| svd.singular_values[i]).collect();
+    let top = Top::new(DMatrix::<f64>::from_fn(n, k, |i, j| f64::from(w[i * k + j])), rank);
+    LowRank { up: top.scaled_u(n), down: top.v(k), rank, sigma: top.sigma }
+}
+
+/// The `rank` largest singular triplets of a matrix, from nalgebra's SVD (whose singular values
+/// are not sorted).
+struct Top {
+    u: DMatrix<f64>,
+    vt: DMatrix<f64>,
+    /// Indices of the kept singular values, largest first.
+    order: Vec<usize>,
+    sigma: Vec<f64>,
+}
+
+impl Top {
+    fn new(m: DMatrix<f64>, rank: usize) -> Top {
+        let svd = m.svd(true, true);
+        let (u, vt) = (svd.u.expect("asked for U"), svd.v_t.expect("asked for Vᵀ"));
+        let s = &svd.singular_values;
+        let mut order: Vec<usize> = (0..s.len()).collect();
+        order.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
+        order.truncate(rank);
+        let sigma = order.iter().map(|&i| s[i]).collect();
+        Top { u, vt, order, sigma }
+    }
+
+    /// `U_r Σ_r`, `[rows, r]` row-major.
     #[expect(clippy::cast_possible_truncation, reason = "factors in f32")]
-    let up = (0..n)
-        .flat_map(|i| {
-            let u = &u;
-            order.iter().zip(&sigma).map(move |(&j, s)| (u[(i, j)] * s) as f32)
-        })
-        .collect();
+    fn scaled_u(&self, rows: usize) -> Vec<f32> {
+        (0..rows)
+            .flat_map(|i| {
+                self.order.iter().zip(&self.sigma).map(move |(&j, s)| (self.u[(i, j)] * s) as f32)
+            })
+            .collect()
+    }
+
+    /// `V_r`, `[cols, r]` row-major.
     #[expect(clippy::cast_possible_truncation, reason = "factors in f32")]
-    let down = (0..k)
-        .flat_map(|kk| {
-            let vt = &vt;
-            order.iter().map(move |&j| vt[(j, kk)] as f32)
-        })
-        .collect();
-    LowRank { up, down, rank, sigma }
+    fn v(&self, cols: usize) -> Vec<f32> {
+        (0..cols).flat_map(|c| self.order.iter().map(move |&j| self.vt[(j, c)] as f32)).collect()
+    }
 }
 
 #[cfg(test)]
