@@ -36,3 +36,4 @@ mod support;
 mod svdq;
 mod ternary;
 mod tidy;
+mod validate;

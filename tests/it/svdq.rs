@@ -50,7 +50,7 @@ fn block_linears() -> Vec<(String, u64)> {
 /// Writes a BFL-named statistics file for the fixture with `groups` timestep groups (`[K]` for
 /// one group, `[G, K]` otherwise); `k_of` may change a layer's K. Each group has its own
 /// outlier channels, so each group's λ differs.
-fn write_stats(path: &Path, groups: usize, k_of: &dyn Fn(&str, u64) -> u64) {
+pub(crate) fn write_stats(path: &Path, groups: usize, k_of: &dyn Fn(&str, u64) -> u64) {
     let mut tensors: Vec<Tensor> = Vec::new();
     for (m, k) in block_linears() {
         let k = k_of(&m, k) as usize;
@@ -76,7 +76,7 @@ fn write_stats(path: &Path, groups: usize, k_of: &dyn Fn(&str, u64) -> u64) {
     write_safetensors(path, &tensors, &[("lowbit.calibration", meta.to_string())]);
 }
 
-fn same_k(_: &str, k: u64) -> u64 {
+pub(crate) fn same_k(_: &str, k: u64) -> u64 {
     k
 }
 
@@ -204,6 +204,7 @@ fn comfy_kitchen_w4a4_reference_computes_our_layers() {
             true,
             n as u64,
             k as u64,
+            0..n as u64,
             &x,
             Some(&bias),
         )

@@ -109,7 +109,12 @@ pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
 
 /// The checkpoint's plan: every tensor of `cfg` in model order, BF16, `{"format": "pt"}`.
 pub(crate) fn checkpoint_layout(cfg: &FluxConfig) -> anyhow::Result<Layout> {
-    let tensors = cfg.tensors();
+    bf16_layout(&cfg.tensors())
+}
+
+/// The plan of a BF16 file holding `tensors` (name, torch-order shape) in that order, with
+/// `{"format": "pt"}` as its metadata.
+pub(crate) fn bf16_layout(tensors: &[(String, Vec<u64>)]) -> anyhow::Result<Layout> {
     let meta = [("format".to_owned(), "pt".to_owned())];
     Ok(Layout::new(&meta, tensors.iter().map(|(n, s)| (n.as_str(), Dtype::BF16, s.as_slice())))?)
 }
@@ -121,13 +126,26 @@ pub(crate) fn write_checkpoint(
     layout: &Layout,
     path: &Path,
 ) -> anyhow::Result<()> {
+    write_bf16(&cfg.tensors(), seed, layout, path, Some("flux-dev"))
+}
+
+/// Writes `tensors` (the list `layout` was planned from) with realistic values for `seed` into
+/// `path.tmp`, a block of rows at a time on rayon's pool, then renames it to `path`; reports
+/// progress every 10 % on stderr under `progress` when given.
+pub(crate) fn write_bf16(
+    tensors: &[(String, Vec<u64>)],
+    seed: u64,
+    layout: &Layout,
+    path: &Path,
+    progress: Option<&str>,
+) -> anyhow::Result<()> {
+    ensure!(tensors.len() == layout.offsets.len(), "the layout plans another tensor list");
     let tmp = tmp_path(path);
     let file =
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let header_len = layout.header.len() as u64;
     file.set_len(header_len + layout.data_len)?;
     file.write_all_at(&layout.header, 0)?;
-    let tensors = cfg.tensors();
     let total = layout.data_len;
     let (mut done, mut next_report, start) = (0u64, 0.1, Instant::now());
     for ((name, shape), &(from, to)) in tensors.iter().zip(&layout.offsets) {
@@ -137,9 +155,11 @@ pub(crate) fn write_checkpoint(
             file.write_all_at(&t.block_bf16(b), at)
         })?;
         done += to - from;
-        if done as f64 >= next_report * total as f64 {
+        if let Some(label) = progress
+            && done as f64 >= next_report * total as f64
+        {
             eprintln!(
-                "flux-dev: {:>3.0} % ({:.1} GB) in {:.0} s",
+                "{label}: {:>3.0} % ({:.1} GB) in {:.0} s",
                 100.0 * done as f64 / total as f64,
                 done as f64 / 1e9,
                 start.elapsed().as_secs_f64()

@@ -1,7 +1,7 @@
 //! `cargo xtask`: the project's chores, in Rust so they run wherever cargo does.
 //!
 //! - `fixtures [--check]`: write (or compare) every committed fixture under `fixtures/`.
-//! - `ci`: what CI runs: the pinned Python interop environment, fmt, clippy, the tests.
+//! - `ci`: what CI runs: the pinned Python interop environment and NVRTC, fmt, clippy, the tests.
 //! - `bench-inspect`: time `lowbit inspect` on a sparse FLUX.1-dev-sized checkpoint.
 //! - `bench-quant`: lowbit's quantizers against ggml's C code and the `gguf` package, in Mparam/s.
 //! - `bench-convert [TARGET…]`: end-to-end `lowbit convert` of a 1.1 GB FLUX-shaped file against
@@ -13,6 +13,12 @@
 //! - `bench-svdq [--full]`: SVDQuant on `flux-dev`'s checkpoint: randomized SVD time and
 //!   residual per FLUX layer shape, fidelity against round-to-nearest; `--full` converts it all.
 //! - `bench-size`: file size and bits/weight of each packed preset on FLUX.1-dev (dry runs).
+//! - `gpu-data --out DIR [--seed N]`: `DIR/odd.safetensors`, a small BF16 checkpoint whose
+//!   weight shapes reach the GEMM kernels' edges, for `lowbit validate`.
+//! - `gpu-bundle [--out DIR]`: release `lowbit` and `xtask`, `gpu_peers.py` and
+//!   `scripts/gpu-run.sh` in `target/gpu-bundle/`, the folder the GPU machine runs.
+//! - `nvrtc`: `ci`'s NVRTC step alone (the pinned wheel into `target/nvrtc/`); prints the folder
+//!   to put on `LD_LIBRARY_PATH`.
 //! - `fuzz [TARGET…] [--seconds N | --runs N] [--jobs J] [--keep-going] [--smoke] [--asan]`:
 //!   seed and run the cargo-fuzz targets of `fuzz/`; `fuzz-seed` only writes their seed corpora.
 #![allow(
@@ -31,6 +37,8 @@ mod fixtures;
 mod flux_dev;
 mod flux_dev_stats;
 mod fuzz;
+mod gpu_bundle;
+mod gpu_data;
 
 use std::path::PathBuf;
 
@@ -55,6 +63,9 @@ fn main() -> anyhow::Result<()> {
         ["bench-size"] => bench_size::run(),
         ["bench-svdq", rest @ ..] => bench_svdq::run(rest),
         ["flux-dev", rest @ ..] => flux_dev::run(rest),
+        ["gpu-data", rest @ ..] => gpu_data::run(rest),
+        ["gpu-bundle", rest @ ..] => gpu_bundle::run(rest),
+        ["nvrtc"] => ci::nvrtc_only(),
         ["fuzz-seed"] => fuzz::seed_only(),
         ["fuzz", rest @ ..] => fuzz::run(rest),
         _ => {
@@ -62,7 +73,8 @@ fn main() -> anyhow::Result<()> {
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  fixtures [--check]   regenerate fixtures/ (or check it is current)\n  \
-                 ci                   set up the interop venv and ggml reference, then fmt, clippy, tests\n  \
+                 ci                   set up the interop venv, ggml reference and NVRTC, then fmt,\n  \
+                 \x20                    clippy, tests\n  \
                  bench-inspect        time `lowbit inspect` on a sparse 23.8 GB FLUX.1-dev header\n  \
                  bench-quant          quantizer speed (Mparam/s) vs ggml's C and the gguf package\n  \
                  bench-convert [TARGET…]\n  \
@@ -75,6 +87,15 @@ fn main() -> anyhow::Result<()> {
                  flux-dev [--out DIR] [--seed N] [--blocks D,S] [--force] [--check]\n  \
                  \x20                    a 23.8 GB FLUX.1-dev BF16 checkpoint with realistic values\n  \
                  \x20                    and its calibration statistics (default target/flux-dev)\n  \
+                 gpu-data --out DIR [--seed N]\n  \
+                 \x20                    DIR/odd.safetensors: small BF16 weights with N off 64 and\n  \
+                 \x20                    K off 128, realistic values, for `lowbit validate`\n  \
+                 gpu-bundle [--out DIR]\n  \
+                 \x20                    release lowbit and xtask, gpu_peers.py and\n  \
+                 \x20                    scripts/gpu-run.sh in target/gpu-bundle/ (at most 48 MiB),\n  \
+                 \x20                    for the device tool to carry to the GPU machine\n  \
+                 nvrtc                ci's NVRTC step: the pinned wheel into target/nvrtc/; prints\n  \
+                 \x20                    the folder for LD_LIBRARY_PATH\n  \
                  fuzz [TARGET…] [--seconds N | --runs N] [--jobs J] [--keep-going]\n  \
                  \x20    [--smoke] [--asan]\n  \
                  \x20                    seed, build and run the cargo-fuzz targets (60 s each;\n  \

@@ -37,6 +37,53 @@ pub(crate) enum Command {
     ///
     /// Tensors are matched by BFL name; a diffusers-named side is mapped to BFL names first.
     Diff(DiffArgs),
+    /// Run every quantized layer's fused GEMM on the GPU and compare it with the CPU reference on
+    /// the same packed bytes (formats/gemm.md), on seeded activations with outlier channels.
+    ///
+    /// FILE is anything `inspect` reads. Prints one row per layer and kernel (FP8 layers run
+    /// W8A16 and W8A8): relative error against the BF16-rounded reference, max abs error, the
+    /// kernel's tolerance, and with --reference the quantization error of the layer's output
+    /// against the original weights. Exits 1 when any kernel misses its tolerance.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ValidateArgs {
+    /// Quantized checkpoint to check.
+    pub(crate) file: PathBuf,
+    /// cuda: run the kernels and compare with the CPU reference; cpu: the CPU reference alone
+    /// (with --reference, the quantization error).
+    #[arg(long, value_enum, default_value_t = Device::Cuda)]
+    pub(crate) device: Device,
+    /// Only layers whose name matches one of these globs (`*` any run, `?` one character;
+    /// comma-separated or repeated).
+    #[arg(long, value_delimiter = ',', value_name = "GLOB")]
+    pub(crate) layers: Vec<String>,
+    /// Tokens (rows of the activations), 1 to 8192. The reference checks at most 256 of them,
+    /// evenly spaced; every GPU output value is checked for being written and finite.
+    #[arg(long, default_value_t = 64, value_name = "M")]
+    pub(crate) tokens: u32,
+    /// The original (unquantized) checkpoint: also report each layer's output error against it.
+    #[arg(long, value_name = "ORIGINAL")]
+    pub(crate) reference: Option<PathBuf>,
+    /// Seed of the activations.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Also time every kernel at 1, 16 and 4608 tokens against cuBLAS BF16 on the same shape
+    /// (median of 20 runs after 3 warm-up runs, CUDA events).
+    #[arg(long)]
+    pub(crate) bench: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Device {
+    /// The first CUDA device.
+    Cuda,
+    /// The CPU reference only.
+    Cpu,
 }
 
 #[derive(Debug, Args)]

@@ -20,22 +20,22 @@ use std::fmt::Write as _;
 use std::ops::Range;
 
 /// A tensor in BFL naming made of dim-0 ranges of layers, concatenated.
-struct View {
-    shape: Vec<u64>,
+pub(crate) struct View {
+    pub(crate) shape: Vec<u64>,
     parts: Vec<(usize, Range<u64>)>,
 }
 
 /// One side of the comparison.
-struct Side {
+pub(crate) struct Side {
     ckpt: Checkpoint,
     layers: Vec<Layer>,
     /// BFL name → view, and the names in the side's order.
-    views: BTreeMap<String, View>,
+    pub(crate) views: BTreeMap<String, View>,
     order: Vec<String>,
 }
 
 impl Side {
-    fn open(path: &std::path::Path) -> anyhow::Result<Side> {
+    pub(crate) fn open(path: &std::path::Path) -> anyhow::Result<Side> {
         let ckpt = Checkpoint::open(path)?;
         let layers = ckpt.layers()?;
         let det = detect(layers.iter().map(|l| l.name.as_str()));
@@ -116,7 +116,7 @@ impl Side {
     }
 
     /// Decodes dim-0 rows `range` of `view` into `out`.
-    fn read(
+    pub(crate) fn read(
         &self,
         view: &View,
         range: Range<u64>,

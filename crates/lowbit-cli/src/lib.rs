@@ -13,6 +13,7 @@ mod dequantize;
 mod diff;
 mod inspect;
 mod output;
+mod validate;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -26,6 +27,7 @@ pub fn main() -> ExitCode {
         cli::Command::Convert(args) => convert::run(&args),
         cli::Command::Dequantize(args) => dequantize::run(&args),
         cli::Command::Diff(args) => diff::run(&args),
+        cli::Command::Validate(args) => validate::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,9 +1,11 @@
-//! 8-bit float formats decoded through 256-entry tables built at compile time.
+//! 8-bit float formats: decoding through 256-entry tables built at compile time, and the
+//! encoders (round to nearest even, saturating at the largest finite value).
 //!
 //! `E4M3` is `float8_e4m3fn`: bias 7, no infinities, `S.1111.111` is NaN, largest finite 448.
 //! `E5M2` is `float8_e5m2`: bias 15, IEEE-like with infinities and NaNs.
 //! `E8M0` is `float8_e8m0fnu`: an unsigned power of two `2^(e-127)`, `0xFF` is NaN.
-//! The tables are checked against `ml_dtypes` by the interop tests.
+//! The tables, and the encoders on every finite BF16 value, are checked against `ml_dtypes` by
+//! the interop tests.
 
 /// Builds the `f32` bit pattern of a small float with `ebits` exponent bits and `mbits` mantissa
 /// bits (sign bit on top), for finite codes only.
@@ -97,9 +99,56 @@ pub fn e8m0_to_f32(code: u8) -> f32 {
     f32::from_bits(E8M0[code as usize])
 }
 
+/// Rounds `x` to an FP8 code with `M` mantissa bits and exponent bias `BIAS`, saturating at
+/// `max`. NaN becomes `S.1111111` (NaN in both formats).
+///
+/// Branch-free (two candidate codes and a select), so loops over slices vectorise.
+#[inline(always)]
+fn encode_with<const M: u32, const BIAS: u32>(x: f32, max: f32) -> u8 {
+    let bits = x.to_bits();
+    let sign = ((bits >> 24) & 0x80) as u8;
+    let abs = f32::from_bits(bits & 0x7fff_ffff);
+    let nan = abs.is_nan();
+    // `min` returns the non-NaN operand, so Inf saturates and NaN is replaced below.
+    let a = abs.min(max);
+    // Subnormal range (|x| < 2^(1-BIAS)): steps of 2^(1-BIAS-M); scaling by a power of two is
+    // exact, and adding and removing 2^23 rounds to an integer, ties to even.
+    let step_inv = f32::from_bits((127 + BIAS - 1 + M) << 23);
+    let magic = 8_388_608.0_f32;
+    // Adding 2^23 to a value in [0, 2^23) leaves the rounded integer in the mantissa bits; read
+    // it from there (a float-to-int `as` would be scalarised inside vector loops).
+    let sub = (a * step_inv + magic).to_bits().wrapping_sub(magic.to_bits());
+    // Normal range: round the f32 mantissa to M bits, ties to even, and rebias the exponent;
+    // a carry out of the mantissa correctly bumps the exponent.
+    let u = a.to_bits();
+    let rounded = u + ((1 << (22 - M)) - 1) + ((u >> (23 - M)) & 1);
+    let normal = (rounded >> (23 - M)).wrapping_sub((127 - BIAS) << M);
+    let min_normal = f32::from_bits((127 + 1 - BIAS) << 23);
+    let code = if a < min_normal { sub } else { normal };
+    #[expect(clippy::cast_possible_truncation, reason = "codes are below 0x80")]
+    let code = code as u8;
+    if nan { sign | 0x7f } else { sign | code }
+}
+
+/// Encodes one value as `float8_e4m3fn`: round to nearest even, saturating at ±448 (±Inf
+/// included); NaN becomes NaN (`S.1111.111`).
+#[inline(always)]
+#[must_use]
+pub fn f32_to_e4m3(x: f32) -> u8 {
+    encode_with::<3, 7>(x, 448.0)
+}
+
+/// Encodes one value as `float8_e5m2`: round to nearest even, saturating at ±57344 (±Inf
+/// included); NaN becomes NaN (`S.11111.11`).
+#[inline(always)]
+#[must_use]
+pub fn f32_to_e5m2(x: f32) -> u8 {
+    encode_with::<2, 15>(x, 57344.0)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{e4m3_to_f32, e5m2_to_f32, e8m0_to_f32};
+    use super::{e4m3_to_f32, e5m2_to_f32, e8m0_to_f32, f32_to_e4m3, f32_to_e5m2};
 
     #[test]
     fn e4m3_landmarks() {
@@ -132,5 +181,64 @@ mod tests {
         assert_eq!(e8m0_to_f32(0), 2f32.powi(-127));
         assert_eq!(e8m0_to_f32(254), 2f32.powi(127));
         assert!(e8m0_to_f32(255).is_nan());
+    }
+
+    /// Every finite code decodes to a value that encodes back to the same code.
+    #[test]
+    fn encoders_invert_the_decoders_on_every_finite_code() {
+        for code in 0..=255u8 {
+            let v = e4m3_to_f32(code);
+            if !v.is_nan() {
+                assert_eq!(f32_to_e4m3(v), code, "e4m3 {code:#04x} = {v:e}");
+            }
+            let v = e5m2_to_f32(code);
+            if v.is_finite() {
+                assert_eq!(f32_to_e5m2(v), code, "e5m2 {code:#04x} = {v:e}");
+            }
+        }
+    }
+
+    /// Halfway between two neighbouring codes goes to the even code; just off halfway, to the
+    /// nearer one (normal and subnormal ranges, both signs).
+    #[test]
+    fn encoders_round_to_nearest_even() {
+        type Pair = (fn(u8) -> f32, fn(f32) -> u8, u8);
+        // Neighbours up to the largest finite code of each format (0x7e, 0x7b).
+        let formats: [Pair; 2] =
+            [(e4m3_to_f32, f32_to_e4m3, 0x7e), (e5m2_to_f32, f32_to_e5m2, 0x7b)];
+        for (decode, encode, top) in formats {
+            for lo in 0..top {
+                let (a, b) = (decode(lo), decode(lo + 1));
+                let mid = (a + b) / 2.0;
+                let even = if lo % 2 == 0 { lo } else { lo + 1 };
+                assert_eq!(encode(mid), even, "{a:e}..{b:e}");
+                assert_eq!(encode(-mid), even | 0x80, "-({a:e}..{b:e})");
+                assert_eq!(encode(f32::from_bits(mid.to_bits() - 1)), lo, "below {mid:e}");
+                assert_eq!(encode(f32::from_bits(mid.to_bits() + 1)), lo + 1, "above {mid:e}");
+            }
+        }
+        // Landmarks by hand: 1.0625 is halfway between 1 (0x38) and 1.125 (0x39) in E4M3.
+        assert_eq!(f32_to_e4m3(1.0625), 0x38);
+        assert_eq!(f32_to_e4m3(1.1875), 0x3a);
+        // The smallest E4M3 subnormal is 2^-9: half of it rounds to 0, 0.75 of it to 2^-9.
+        assert_eq!(f32_to_e4m3(2f32.powi(-10)), 0x00);
+        assert_eq!(f32_to_e4m3(0.75 * 2f32.powi(-9)), 0x01);
+        assert_eq!(f32_to_e4m3(-0.0), 0x80);
+    }
+
+    #[test]
+    fn encoders_saturate_and_keep_nan() {
+        for x in [448.0, 449.0, 464.0, 1e9, f32::INFINITY, f32::MAX] {
+            assert_eq!(f32_to_e4m3(x), 0x7e, "{x:e}");
+            assert_eq!(f32_to_e4m3(-x), 0xfe, "-{x:e}");
+        }
+        for x in [57344.0, 61440.0, 1e9, f32::INFINITY] {
+            assert_eq!(f32_to_e5m2(x), 0x7b, "{x:e}");
+            assert_eq!(f32_to_e5m2(-x), 0xfb, "-{x:e}");
+        }
+        assert_eq!(f32_to_e4m3(f32::NAN), 0x7f);
+        assert_eq!(f32_to_e4m3(-f32::NAN), 0xff);
+        assert!(e5m2_to_f32(f32_to_e5m2(f32::NAN)).is_nan());
+        assert!(e5m2_to_f32(f32_to_e5m2(-f32::NAN)).is_nan());
     }
 }

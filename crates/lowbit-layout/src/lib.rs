@@ -7,6 +7,8 @@
 //! FP8), `svdq` (SVDQuant: smoothing, low-rank branch, int4 residual). [`Scheme`] lists them;
 //! [`Scheme::stored`] is the one place that says which tensors a
 //! scheme writes, used by the writer, the readers and the tests alike.
+//! [`gemm`] is the CPU reference product `X · Wᵀ` of any stored weight (packed, GGUF or dense)
+//! that GPU kernels are checked against (`formats/gemm.md`).
 //!
 //! **Architecture Invariant:** format code: no I/O, no quantizers. Decoding takes the stored
 //! bytes as slices and checks their lengths before indexing.
@@ -14,6 +16,7 @@
 pub mod bitnet;
 mod error;
 pub mod fp8;
+pub mod gemm;
 pub mod int4;
 pub mod nf4;
 mod scheme;

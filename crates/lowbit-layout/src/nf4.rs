@@ -161,8 +161,12 @@ fn f32s(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
     bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
 }
 
-/// The quant-state JSON's shape and nested offset, checked against `[n, k]`.
-fn parse_state(json: &[u8], n: u64, k: u64, double_quant: bool) -> Result<f32, Error> {
+/// The quant-state JSON's nested offset (0 without double quantization), its description checked
+/// against NF4, blocksize 64 and `[n, k]`: the GPU kernels take the offset as a scalar.
+///
+/// # Errors
+/// JSON that does not describe this weight.
+pub fn parse_state(json: &[u8], n: u64, k: u64, double_quant: bool) -> Result<f32, Error> {
     const T: &str = "weight.quant_state.bitsandbytes__nf4";
     let v: serde_json::Value =
         serde_json::from_slice(json).map_err(|e| bad(T, format!("not JSON: {e}")))?;

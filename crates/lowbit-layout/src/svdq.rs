@@ -18,6 +18,7 @@
 //! `W[n, k] = codes · wscales / λ_k + Σ_j proj_up[n, j] · proj_down[k, j]`.
 
 use crate::error::{check_request, mul};
+use crate::gemm::CHUNK_ROWS;
 use crate::{Error, check_len};
 use lowbit_dtype::f16::bf16_to_fp32;
 use std::ops::Range;
@@ -51,15 +52,18 @@ fn group_part<'a>(
     Ok(&bytes[a..b])
 }
 
-/// One timestep group's stored tensors, lengths checked.
+/// One timestep group's stored tensors, lengths checked; `proj_up` only for the rows asked for.
 struct Parts<'a> {
     qweight: &'a [u8],
     wscales: &'a [u8],
     smooth: Vec<f32>,
     down: Vec<f32>,
+    /// `proj_up` rows `rows` (of [`parts`]), `[rows.len(), r]`.
     up: Vec<f32>,
 }
 
+/// The stored tensors of timestep group `g`, with `proj_up` decoded for output rows `rows` only
+/// (`rows` inside `0..n`, checked by the caller).
 fn parts<'a>(
     stored: &[&'a [u8]],
     n: u64,
@@ -67,6 +71,7 @@ fn parts<'a>(
     rank: u64,
     groups: u64,
     g: u64,
+    rows: &Range<u64>,
 ) -> Result<Parts<'a>, Error> {
     if !k.is_multiple_of(GROUP) {
         return Err(Error::Value {
@@ -91,7 +96,10 @@ fn parts<'a>(
         });
     }
     let down = bf16s(group_part("proj_down", stored[3], groups, g, mul(mul(k, rank)?, 2)?)?);
-    let up = bf16s(group_part("proj_up", stored[4], groups, g, mul(mul(n, rank)?, 2)?)?);
+    let up = group_part("proj_up", stored[4], groups, g, mul(mul(n, rank)?, 2)?)?;
+    // Length checked and rows inside 0..n: these byte offsets are inside `up`.
+    let (a, b) = ((rows.start * rank * 2) as usize, (rows.end * rank * 2) as usize);
+    let up = bf16s(&up[a..b]);
     Ok(Parts { qweight, wscales, smooth, down: down.collect(), up: up.collect() })
 }
 
@@ -128,14 +136,14 @@ pub fn decode_group(
 ) -> Result<(), Error> {
     let urows = check_request(stored, SUFFIXES.len(), n, k, &rows, out)?;
     let r = u64::from(rank);
-    let p = parts(stored, n, k, r, u64::from(groups), g)?;
+    let p = parts(stored, n, k, r, u64::from(groups), g, &rows)?;
     if k == 0 || urows.is_empty() {
         return Ok(());
     }
     crate::int4::decode(&[p.qweight, p.wscales], 64, false, n, k, rows, out)?;
     let (k, r) = (k as usize, r as usize);
-    for (row, o) in urows.zip(out.chunks_exact_mut(k)) {
-        let up = &p.up[row * r..(row + 1) * r];
+    for (i, o) in (0..urows.len()).zip(out.chunks_exact_mut(k)) {
+        let up = &p.up[i * r..(i + 1) * r];
         for (kk, o) in o.iter_mut().enumerate() {
             let down = &p.down[kk * r..(kk + 1) * r];
             let mut branch = 0.0f32;
@@ -167,11 +175,14 @@ pub fn quantize_token(x: &[f32], smooth: &[f32], out: &mut [f32]) {
     }
 }
 
-/// The CPU reference of a layer: `y [m, n]` for `x [m, k]`, timestep group `g`, with int4
-/// activations when `act4`, `bias` added when given; products accumulated in `f64`.
+/// The CPU reference of a layer: `y [m, cols.len()]` (row-major) for `x [m, k]`, output
+/// columns `cols` of the `n`, timestep group `g`, with int4 activations when `act4`, `bias`
+/// (`n` values, `bias[c]` for column `c`) added when given; products accumulated in `f64`, in
+/// order along K. Only rows `cols` of the residual and of `proj_up` are decoded, 64 at a time, so
+/// a column range gives exactly the matching columns of the whole output.
 ///
 /// # Errors
-/// As [`decode_group`], and `x` or `bias` of the wrong length.
+/// As [`decode_group`], and `x`, `bias` or `cols` that do not fit the layer.
 #[expect(clippy::too_many_arguments, reason = "the weight's shape, scheme and input")]
 pub fn forward(
     stored: &[&[u8]],
@@ -181,38 +192,32 @@ pub fn forward(
     act4: bool,
     n: u64,
     k: u64,
+    cols: Range<u64>,
     x: &[f32],
     bias: Option<&[f32]>,
 ) -> Result<Vec<f32>, Error> {
+    let value = |reason: String| Error::Value { tensor: "input".into(), reason };
     if stored.len() != SUFFIXES.len() {
         return Err(Error::Value {
             tensor: "qweight".into(),
             reason: format!("{} stored tensors where the layout has 5", stored.len()),
         });
     }
-    let p = parts(stored, n, k, u64::from(rank), u64::from(groups), g)?;
-    let (n, k, r) = (n as usize, k as usize, usize::from(rank));
-    let value = |reason: String| Error::Value { tensor: "input".into(), reason };
-    if k == 0 || !x.len().is_multiple_of(k) {
+    if cols.start > cols.end || cols.end > n {
+        return Err(value(format!("columns {cols:?} are not inside the layer's {n} outputs")));
+    }
+    let p = parts(stored, n, k, u64::from(rank), u64::from(groups), g, &cols)?;
+    if k == 0 || !(x.len() as u64).is_multiple_of(k) {
         return Err(value(format!("{} input values are not rows of {k}", x.len())));
     }
-    if bias.is_some_and(|b| b.len() != n) {
-        return Err(value(format!(
-            "bias of {} values for {n} outputs",
-            bias.map_or(0, <[_]>::len)
-        )));
+    if let Some(b) = bias.filter(|b| b.len() as u64 != n) {
+        return Err(value(format!("bias of {} values for {n} outputs", b.len())));
     }
+    // Lengths checked: qweight holds n·k/2 bytes (n ≥ cols.end), and x holds a whole number of
+    // rows of k, so these fit in usize.
+    let (k, r) = (k as usize, usize::from(rank));
+    let (c0, width) = (cols.start as usize, (cols.end - cols.start) as usize);
     let m = x.len() / k;
-    let mut w = vec![0f32; n * k];
-    crate::int4::decode(
-        &[p.qweight, p.wscales],
-        64,
-        false,
-        n as u64,
-        k as u64,
-        0..n as u64,
-        &mut w,
-    )?;
     let mut xq = vec![0f32; x.len()];
     for (xr, o) in x.chunks_exact(k).zip(xq.chunks_exact_mut(k)) {
         if act4 {
@@ -223,30 +228,43 @@ pub fn forward(
             }
         }
     }
-    let mut y = vec![0f32; m * n];
-    for (i, yr) in y.chunks_exact_mut(n).enumerate() {
-        let xr = &x[i * k..(i + 1) * k];
-        let qr = &xq[i * k..(i + 1) * k];
-        let lora: Vec<f64> = (0..r)
-            .map(|j| {
-                xr.iter()
+    // The branch's down-projection of every token, `[m, r]`.
+    let mut lora = vec![0f64; m * r];
+    if r > 0 {
+        for (xr, lr) in x.chunks_exact(k).zip(lora.chunks_exact_mut(r)) {
+            for (j, l) in lr.iter_mut().enumerate() {
+                *l = xr
+                    .iter()
                     .enumerate()
                     .map(|(kk, v)| f64::from(*v) * f64::from(p.down[kk * r + j]))
-                    .sum()
-            })
-            .collect();
-        for (nn, o) in yr.iter_mut().enumerate() {
-            let wr = &w[nn * k..(nn + 1) * k];
-            let mut acc: f64 = qr.iter().zip(wr).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
-            acc += lora
-                .iter()
-                .zip(&p.up[nn * r..(nn + 1) * r])
-                .map(|(a, b)| a * f64::from(*b))
-                .sum::<f64>();
-            if let Some(b) = bias {
-                acc += f64::from(b[nn]);
+                    .sum();
             }
-            *o = acc as f32;
+        }
+    }
+    let mut y = vec![0f32; m * width];
+    let chunk = CHUNK_ROWS.min(width);
+    let mut w = vec![0f32; chunk * k];
+    for first in (0..width).step_by(chunk.max(1)) {
+        let rows = first..(first + chunk).min(width);
+        let w = &mut w[..rows.len() * k];
+        let stored_rows = (c0 + rows.start) as u64..(c0 + rows.end) as u64;
+        crate::int4::decode(&[p.qweight, p.wscales], 64, false, n, k as u64, stored_rows, w)?;
+        for i in 0..m {
+            let qr = &xq[i * k..(i + 1) * k];
+            let lr = &lora[i * r..(i + 1) * r];
+            for (c, wr) in rows.clone().zip(w.chunks_exact(k)) {
+                let mut acc: f64 =
+                    qr.iter().zip(wr).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+                acc += lr
+                    .iter()
+                    .zip(&p.up[c * r..(c + 1) * r])
+                    .map(|(a, b)| a * f64::from(*b))
+                    .sum::<f64>();
+                if let Some(b) = bias {
+                    acc += f64::from(b[c0 + c]);
+                }
+                y[i * width + c] = acc as f32;
+            }
         }
     }
     Ok(y)
@@ -305,7 +323,7 @@ mod tests {
         let s = layer();
         let stored: Vec<&[u8]> = s.iter().map(Vec::as_slice).collect();
         let x: Vec<f32> = (0..128).map(|i| (i as f32 * 0.37).sin()).collect();
-        let y = forward(&stored, 1, 1, 0, false, 2, 64, &x, Some(&[1.0, 2.0])).unwrap();
+        let y = forward(&stored, 1, 1, 0, false, 2, 64, 0..2, &x, Some(&[1.0, 2.0])).unwrap();
         let mut w = vec![0f32; 128];
         decode(&stored, 1, 1, 2, 64, 0..2, &mut w).unwrap();
         for m in 0..2 {
@@ -316,7 +334,8 @@ mod tests {
                 assert!((f64::from(y[m * 2 + n]) - want).abs() < 1e-5, "{m} {n}");
             }
         }
-        assert!(forward(&stored, 1, 1, 0, true, 2, 64, &x[..100], None).is_err());
-        assert!(forward(&stored, 1, 1, 0, true, 2, 64, &x, Some(&[1.0])).is_err());
+        assert!(forward(&stored, 1, 1, 0, true, 2, 64, 0..2, &x[..100], None).is_err());
+        assert!(forward(&stored, 1, 1, 0, true, 2, 64, 0..2, &x, Some(&[1.0])).is_err());
+        assert!(forward(&stored, 1, 1, 0, true, 2, 64, 1..3, &x, None).is_err());
     }
 }

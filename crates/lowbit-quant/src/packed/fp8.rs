@@ -1,59 +1,21 @@
-//! FP8 encoders: round to nearest even with explicit saturation at the format's largest finite
-//! value (bit-exact with `ml_dtypes` on every finite input), and the scaled variants of
-//! ComfyUI (per tensor, BF16 reciprocal) and BFL (`fp8r`, per row).
+//! FP8 quantizers: plain codes, and the scaled variants of ComfyUI (per tensor, BF16
+//! reciprocal) and BFL (`fp8r`, per row).
 //!
-//! The encoder is branch-free per element (two candidate codes and a select), so the loops over
-//! slices vectorise.
+//! The element encoder is `lowbit_dtype::fp8`'s (round to nearest even with explicit saturation
+//! at the format's largest finite value, bit-exact with `ml_dtypes` on every finite input);
+//! it is branch-free and inlined, so the loops over slices here vectorise.
 
 use crate::simd::Kernel;
 use lowbit_dtype::f16::{bf16_to_fp32, fp32_to_bf16};
+use lowbit_dtype::fp8::{f32_to_e4m3, f32_to_e5m2};
 use lowbit_layout::Fp8Format;
-
-/// Rounds `x` to an FP8 code with `M` mantissa bits and exponent bias `BIAS`, saturating at
-/// `max`. NaN becomes `S.1111111` (NaN in both formats).
-#[inline(always)]
-fn encode_with<const M: u32, const BIAS: u32>(x: f32, max: f32) -> u8 {
-    let bits = x.to_bits();
-    let sign = ((bits >> 24) & 0x80) as u8;
-    let abs = f32::from_bits(bits & 0x7fff_ffff);
-    let nan = abs.is_nan();
-    // `min` returns the non-NaN operand, so Inf saturates and NaN is replaced below.
-    let a = abs.min(max);
-    // Subnormal range (|x| < 2^(1-BIAS)): steps of 2^(1-BIAS-M); scaling by a power of two is
-    // exact, and adding and removing 2^23 rounds to an integer, ties to even.
-    let step_inv = f32::from_bits((127 + BIAS - 1 + M) << 23);
-    let magic = 8_388_608.0_f32;
-    // Adding 2^23 to a value in [0, 2^23) leaves the rounded integer in the mantissa bits; read
-    // it from there (a float-to-int `as` would be scalarised inside vector loops).
-    let sub = (a * step_inv + magic).to_bits().wrapping_sub(magic.to_bits());
-    // Normal range: round the f32 mantissa to M bits, ties to even, and rebias the exponent;
-    // a carry out of the mantissa correctly bumps the exponent.
-    let u = a.to_bits();
-    let rounded = u + ((1 << (22 - M)) - 1) + ((u >> (23 - M)) & 1);
-    let normal = (rounded >> (23 - M)).wrapping_sub((127 - BIAS) << M);
-    let min_normal = f32::from_bits((127 + 1 - BIAS) << 23);
-    let code = if a < min_normal { sub } else { normal };
-    #[expect(clippy::cast_possible_truncation, reason = "codes are below 0x80")]
-    let code = code as u8;
-    if nan { sign | 0x7f } else { sign | code }
-}
-
-#[inline(always)]
-fn e4m3(x: f32) -> u8 {
-    encode_with::<3, 7>(x, 448.0)
-}
-
-#[inline(always)]
-fn e5m2(x: f32) -> u8 {
-    encode_with::<2, 15>(x, 57344.0)
-}
 
 /// Encodes one value (NaN stays NaN).
 #[must_use]
 pub fn encode(x: f32, format: Fp8Format) -> u8 {
     match format {
-        Fp8Format::E4M3 => e4m3(x),
-        Fp8Format::E5M2 => e5m2(x),
+        Fp8Format::E4M3 => f32_to_e4m3(x),
+        Fp8Format::E5M2 => f32_to_e5m2(x),
     }
 }
 
@@ -72,8 +34,8 @@ pub fn plain(x: &[f32], format: Fp8Format, out: &mut [u8]) {
         #[inline(always)]
         fn run(self) {
             match self.1 {
-                Fp8Format::E4M3 => each(self.0, self.2, e4m3),
-                Fp8Format::E5M2 => each(self.0, self.2, e5m2),
+                Fp8Format::E4M3 => each(self.0, self.2, f32_to_e4m3),
+                Fp8Format::E5M2 => each(self.0, self.2, f32_to_e5m2),
             }
         }
     }
@@ -113,8 +75,8 @@ pub fn comfy(x: &[f32], scale: f32, format: Fp8Format, out: &mut [u8]) {
                 f32::from_bits(u.wrapping_add(0x7fff + ((u >> 16) & 1)) & 0xffff_0000)
             };
             match self.2 {
-                Fp8Format::E4M3 => each(self.0, self.3, |v| e4m3(round(v * r))),
-                Fp8Format::E5M2 => each(self.0, self.3, |v| e5m2(round(v * r))),
+                Fp8Format::E4M3 => each(self.0, self.3, |v| f32_to_e4m3(round(v * r))),
+                Fp8Format::E5M2 => each(self.0, self.3, |v| f32_to_e5m2(round(v * r))),
             }
         }
     }
@@ -136,7 +98,7 @@ pub fn bfl_rows(x: &[f32], k: usize, out: &mut [u8], scales: &mut [f32]) {
             for ((row, codes), s) in rows.zip(self.3.iter_mut()) {
                 let scale = (super::absmax(row) / 448.0).max(1e-12);
                 *s = scale;
-                each(row, codes, |v| e4m3(v / scale));
+                each(row, codes, |v| f32_to_e4m3(v / scale));
             }
         }
     }
