@@ -22,6 +22,7 @@ struct GemmArgs {
     const float* lora;      // [M, R] f32 down-projection of X, or null
     const bf16_t* up;       // [N, R] BF16 up-projection, or null
     const float* ascale;    // per-token (or per-token-group) activation scales, or null
+    float* scratch;         // a preparation step's partial results, or null
     int m, n, k, r;
     int group;              // the layout's group or block size along K, where it has one
     int flags;              // layout options (bit 0: asymmetric / per-tensor, see each decoder)

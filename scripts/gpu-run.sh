@@ -4,10 +4,11 @@
 # peers (`gpu_peers.py`), all in one call on the GPU machine.
 #
 # Here: `cargo xtask gpu-bundle` (builds target/gpu-bundle/ with this script as run.sh).
-# There, from the repository root: `bash target/gpu-bundle/run.sh [quick|full]`
-#   quick: the bundled fixture and the odd shapes at 1, 7 and 64 tokens (about a minute);
-#   full:  quick, then FLUX.1-dev shapes at 4608 tokens with --reference and --bench, and the
-#          torch peers.
+# There, from the repository root: `bash target/gpu-bundle/run.sh [quick|flux|full]`
+#   quick: the bundled fixture and the odd shapes at 1, 7 and 64 tokens (about a minute and a half);
+#   flux:  FLUX.1-dev shapes at 4608 tokens (and 7) with --reference and --bench, and the torch
+#          peers;
+#   full:  both (the default).
 # Results go to $OUT (the device tool's folder) or $LOWBIT_GPU_DATA/out. Exit status 1 when any
 # check failed.
 set -uo pipefail
@@ -48,8 +49,10 @@ validate() {
 }
 
 t0=$(date +%s)
-"$B/xtask" gpu-data --out "$D" >>"$OUT/run.log" 2>&1 || { log "gpu-data FAILED"; fail=1; }
-for src in fixtures/flux-tiny-bfl.safetensors "$D/odd.safetensors"; do
+if [[ $mode != flux ]]; then
+    "$B/xtask" gpu-data --out "$D" >>"$OUT/run.log" 2>&1 || { log "gpu-data FAILED"; fail=1; }
+fi
+[[ $mode == flux ]] || for src in fixtures/flux-tiny-bfl.safetensors "$D/odd.safetensors"; do
     base=$(basename "$src" .safetensors)
     for t in $TARGETS; do
         ext=safetensors
@@ -63,7 +66,7 @@ for src in fixtures/flux-tiny-bfl.safetensors "$D/odd.safetensors"; do
 done
 log "quick: $(($(date +%s) - t0)) s"
 
-if [[ $mode == full ]]; then
+if [[ $mode != quick ]]; then
     t0=$(date +%s)
     "$B/xtask" flux-dev --out "$D" --blocks 1,1 >>"$OUT/run.log" 2>&1 || { log "flux-dev FAILED"; fail=1; }
     src="$D/flux1-dev.safetensors"

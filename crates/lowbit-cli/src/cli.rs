@@ -59,7 +59,7 @@ pub(crate) struct ValidateArgs {
     /// comma-separated or repeated).
     #[arg(long, value_delimiter = ',', value_name = "GLOB")]
     pub(crate) layers: Vec<String>,
-    /// Tokens (rows of the activations), 1 to 8192. The reference checks at most 256 of them,
+    /// Tokens (rows of the activations), 1 to 8192. The reference checks at most 64 of them,
     /// evenly spaced; every GPU output value is checked for being written and finite.
     #[arg(long, default_value_t = 64, value_name = "M")]
     pub(crate) tokens: u32,

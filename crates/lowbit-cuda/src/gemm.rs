@@ -26,6 +26,8 @@ pub struct GemmArgs {
     pub up: u64,
     /// Activation scales (per token or per token group), or 0.
     pub ascale: u64,
+    /// A preparation step's partial results, or 0.
+    pub scratch: u64,
     /// Tokens.
     pub m: i32,
     /// Output channels.
@@ -40,11 +42,11 @@ pub struct GemmArgs {
     pub flags: i32,
     /// A layout scalar (NF4's nested offset).
     pub alpha: f32,
-    /// Padding to 128 bytes.
+    /// Padding to a multiple of 8 bytes.
     pub pad: i32,
 }
 
-const _: () = assert!(size_of::<GemmArgs>() == 128);
+const _: () = assert!(size_of::<GemmArgs>() == 136);
 
 // SAFETY: `#[repr(C)]`, only integers and floats, the same layout as the C struct (asserted
 // size; fields in the same order with the same widths).
@@ -253,7 +255,12 @@ pub struct Scratch {
     codes: CudaSlice<u8>,
     ascale: CudaSlice<f32>,
     lora: CudaSlice<f32>,
+    /// Per-chunk partial sums of the low-rank down-projection.
+    partial: CudaSlice<f32>,
 }
+
+/// Channels per partial sum of SVDQuant's down-projection (`SVDQ_LORA_K` in `kernels/svdq.cu`).
+const LORA_CHUNK: usize = 256;
 
 impl Scratch {
     /// Scratch for `m` tokens of `k` channels and rank `r`.
@@ -265,6 +272,7 @@ impl Scratch {
             codes: gpu.zeros(m * k * 2)?,
             ascale: gpu.zeros(m * k.div_ceil(64).max(1))?,
             lora: gpu.zeros(m * r.max(1))?,
+            partial: gpu.zeros(m * k.div_ceil(LORA_CHUNK) * r.max(1))?,
         })
     }
 }
@@ -313,7 +321,10 @@ impl Gpu {
         for (slot, t) in args.w.iter_mut().zip(&w.tensors) {
             *slot = self.ptr(t);
         }
-        let tiles = (n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1);
+        // Block tiles: 64 tokens × 128 outputs (8 warps) for the weight-only and SVDQuant
+        // GEMMs, 64 × 64 (4 warps) for W8A8.
+        let tiles = (n.div_ceil(128) as u32, m.div_ceil(64) as u32, 1);
+        let tiles_w8a8 = (n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1);
         let rows = (m as u32, 1, 1);
         // Weight-only products: few tokens stream the weight once without tensor cores.
         let a16 = |module: &str, kernel: &str, args: &GemmArgs| {
@@ -321,7 +332,7 @@ impl Gpu {
                 let grid = (n.div_ceil(8) as u32, m.div_ceil(GEMV_TOKENS) as u32, 1);
                 self.launch(&self.function(module, &format!("{kernel}_gemv"))?, grid, 256, args)
             } else {
-                self.launch(&self.function(module, kernel)?, tiles, 128, args)
+                self.launch(&self.function(module, kernel)?, tiles, 256, args)
             }
         };
         match kernel.path {
@@ -333,11 +344,15 @@ impl Gpu {
                 self.launch(&self.function("fp8", "fp8_act_quant")?, rows, 256, &prep)?;
                 args.x = prep.y;
                 args.ascale = prep.ascale;
-                self.launch(&self.function("fp8", kernel)?, tiles, 128, &args)?;
+                self.launch(&self.function("fp8", kernel)?, tiles_w8a8, 128, &args)?;
             }
             Path::Svdq { act4, rank } => {
                 let r = usize::from(rank);
-                if scratch.lora.len() < m * r || scratch.codes.len() < m * k * 2 {
+                let chunks = k.div_ceil(LORA_CHUNK);
+                if scratch.lora.len() < m * r
+                    || scratch.codes.len() < m * k * 2
+                    || scratch.partial.len() < m * chunks * r
+                {
                     return Err(Error::Unsupported("scratch too small for this layer".into()));
                 }
                 let mut prep = args;
@@ -345,14 +360,18 @@ impl Gpu {
                 prep.y = self.ptr(&scratch.codes);
                 prep.ascale = self.ptr(&scratch.ascale);
                 prep.lora = self.ptr(&scratch.lora);
+                prep.scratch = self.ptr(&scratch.partial);
                 let which = if act4 { "svdq_prep_w4a4" } else { "svdq_prep_w4a16" };
                 self.launch(&self.function("svdq", which)?, rows, 256, &prep)?;
+                let split = (chunks as u32, m as u32, 1);
+                self.launch(&self.function("svdq", "svdq_lora_partial")?, split, 256, &prep)?;
+                self.launch(&self.function("svdq", "svdq_lora_reduce")?, rows, 128, &prep)?;
                 args.x = prep.y;
                 args.ascale = prep.ascale;
                 args.lora = prep.lora;
                 args.r = prep.r;
                 if act4 {
-                    self.launch(&self.function("svdq", "svdq_w4a4")?, tiles, 128, &args)?;
+                    self.launch(&self.function("svdq", "svdq_w4a4")?, tiles, 256, &args)?;
                 } else {
                     args.up = args.w[4];
                     a16("int4", "int4_g64", &args)?;

@@ -1,4 +1,5 @@
-//! Element types found in checkpoint files and their decoding to `f32`.
+//! Element types found in checkpoint files, their decoding to `f32`, and the encoding of `f32`
+//! to the 8-bit float formats.
 //!
 //! Two families of types live here, with what it takes to decode them.
 //! [`Dtype`] is a dense element type as safetensors names it (`BF16`, `F8_E4M3`, …), decoded by
@@ -10,9 +11,12 @@
 //! `lowbit-quant`, so a reader of quantized files needs only this crate.
 //!
 //! The module [`f16`](mod@f16) is ggml's own half and bfloat16 conversion, the only one in
-//! lowbit's production code; [`fp8`] decodes the 8-bit float formats.
+//! lowbit's production code; [`fp8`] decodes the 8-bit float formats and encodes to them
+//! ([`fp8::f32_to_e4m3`], [`fp8::f32_to_e5m2`]: round to nearest even, saturating), the one
+//! encoder the FP8 quantizers of `lowbit-quant` and the W8A8 activation quantizer of the GEMM
+//! reference (`lowbit_layout::gemm::fp8_token`) share.
 //!
-//! This crate does no I/O and allocates nothing on its decoding paths.
+//! This crate does no I/O and allocates nothing on its decoding and encoding paths.
 
 pub mod blocks;
 mod decode;
