@@ -19,24 +19,21 @@
 // Decoders whose values are not exact in BF16 (NF4, asymmetric int4, Q4_K) round them and
 // return 1.
 //
-// Any M and N; K a multiple of 8 (the host refuses other K).
+// Tiles: 64 × 64 outputs per block of 4 warps (each 32 × 32), K in steps of 64; any M and N;
+// K a multiple of 8 (the host refuses other K).
 #pragma once
 #include "common.cuh"
 
-#define LOWBIT_A16_THREADS 256
+#define LOWBIT_A16_THREADS 128
 
-// Tiles: 64 × 128 outputs per block of 8 warps (2 × 4, each 32 × 32), K in steps of 32, two
-// shared-memory stages: while the tensor cores work on one step, the next step's activations
-// arrive by cp.async and its packed weights are loaded into registers, decoded and stored
-// after the products. One barrier per step.
 template <class D>
 __device__ __forceinline__ void gemm_a16(const GemmArgs& a) {
-    constexpr int BM = 64, BN = 128, BK = 32, LD = BK + 8, KS = BK / 16;
-    __shared__ __align__(16) bf16_t As[2][BM * LD];
-    __shared__ __align__(16) bf16_t Bs[2][BN * LD];
-    __shared__ float Fs[2][BN][KS];
+    constexpr int BM = 64, BN = 64, BK = 64, LD = BK + 8;
+    __shared__ __align__(16) bf16_t As[BM * LD];
+    __shared__ __align__(16) bf16_t Bs[BN * LD];
+    __shared__ float Fs[BN][BK / 16];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int wm = (warp >> 2) * 32, wn = (warp & 3) * 32;
+    const int wm = (warp >> 1) * 32, wn = (warp & 1) * 32;
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
     float acc[2][4][4], part[2][4][4];
 #pragma unroll
@@ -45,65 +42,42 @@ __device__ __forceinline__ void gemm_a16(const GemmArgs& a) {
         for (int j = 0; j < 4; ++j)
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[i][j][e] = part[i][j][e] = 0.f;
-    const int steps = (a.k + 15) / 16, tiles = (a.k + BK - 1) / BK;
-    // A: 64 rows × 4 chunks of 8 = one 16-byte cp.async per thread.
-    auto load_a = [&](int stage, int k0) {
-        const int r = tid >> 2, kc = (tid & 3) * 8;
-        const int gm = m0 + r, gk = k0 + kc;
-        const bool ok = gm < a.m && gk < a.k;
-        cp_async16(&As[stage][r * LD + kc], ok ? a.x + (size_t)gm * a.k + gk : a.x, ok);
+    const int steps = (a.k + 15) / 16;
+    for (int k0 = 0; k0 < a.k; k0 += BK) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int c = tid + i * LOWBIT_A16_THREADS, r = c >> 3, kc = (c & 7) * 8;
+            const int gm = m0 + r, gk = k0 + kc;
+            const bool ok = gm < a.m && gk < a.k;
+            const bf16_t* src = ok ? a.x + (size_t)gm * a.k + gk : a.x;
+            cp_async16(&As[r * LD + kc], src, ok);
+        }
         cp_async_commit();
-    };
-    // B: 128 rows × 4 chunks of 8 = two decoded chunks per thread, kept in registers.
-    auto decode_b = [&](int k0, u32 v[2][4], float f[2]) {
 #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-            const int c = tid + i * LOWBIT_A16_THREADS, r = c >> 2, kc = (c & 3) * 8;
+        for (int i = 0; i < 4; ++i) {
+            const int c = tid + i * LOWBIT_A16_THREADS, r = c >> 3, kc = (c & 7) * 8;
             const int gn = n0 + r, gk = k0 + kc;
-            v[i][0] = v[i][1] = v[i][2] = v[i][3] = 0u;
-            f[i] = 0.f;
-            if (gn < a.n && gk < a.k) f[i] = D::decode8(a, gn, gk, v[i]);
+            u32 v[4] = {0u, 0u, 0u, 0u};
+            float f = 0.f;
+            if (gn < a.n && gk < a.k) f = D::decode8(a, gn, gk, v);
+            *(uint4*)&Bs[r * LD + kc] = make_uint4(v[0], v[1], v[2], v[3]);
+            if ((kc & 15) == 0) Fs[r][kc >> 4] = f;
         }
-    };
-    auto store_b = [&](int stage, const u32 v[2][4], const float f[2]) {
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-            const int c = tid + i * LOWBIT_A16_THREADS, r = c >> 2, kc = (c & 3) * 8;
-            *(uint4*)&Bs[stage][r * LD + kc] = make_uint4(v[i][0], v[i][1], v[i][2], v[i][3]);
-            if ((kc & 15) == 0) Fs[stage][r][kc >> 4] = f[i];
-        }
-    };
-    {
-        u32 v[2][4];
-        float f[2];
-        load_a(0, 0);
-        decode_b(0, v, f);
-        store_b(0, v, f);
         cp_async_wait<0>();
         __syncthreads();
-    }
-    for (int t = 0; t < tiles; ++t) {
-        const int cur = t & 1;
-        const bool more = t + 1 < tiles;
-        u32 v[2][4];
-        float f[2];
-        if (more) {
-            load_a(cur ^ 1, (t + 1) * BK);
-            decode_b((t + 1) * BK, v, f);
-        }
 #pragma unroll
-        for (int ks = 0; ks < KS; ++ks) {
-            const int step = t * KS + ks;
+        for (int ks = 0; ks < BK / 16; ++ks) {
+            const int step = (k0 >> 4) + ks;
             if (step >= steps) break;
             u32 af[2][4], bfr[4][2];
 #pragma unroll
             for (int i = 0; i < 2; ++i)
-                ldmatrix_x4(af[i], &As[cur][(wm + i * 16 + (lane & 15)) * LD + ks * 16 + (lane >> 4) * 8]);
+                ldmatrix_x4(af[i], &As[(wm + i * 16 + (lane & 15)) * LD + ks * 16 + (lane >> 4) * 8]);
 #pragma unroll
             for (int j = 0; j < 2; ++j) {
                 u32 r[4];
                 const int l8 = lane >> 3;
-                ldmatrix_x4(r, &Bs[cur][(wn + j * 16 + (l8 >> 1) * 8 + (lane & 7)) * LD + ks * 16 + (l8 & 1) * 8]);
+                ldmatrix_x4(r, &Bs[(wn + j * 16 + (l8 >> 1) * 8 + (lane & 7)) * LD + ks * 16 + (l8 & 1) * 8]);
                 bfr[2 * j][0] = r[0];
                 bfr[2 * j][1] = r[1];
                 bfr[2 * j + 1][0] = r[2];
@@ -119,7 +93,7 @@ __device__ __forceinline__ void gemm_a16(const GemmArgs& a) {
 #pragma unroll
                 for (int j = 0; j < 4; ++j) {
                     const int col = wn + j * 8 + 2 * (lane & 3);
-                    const float f0 = Fs[cur][col][ks], f1 = Fs[cur][col + 1][ks];
+                    const float f0 = Fs[col][ks], f1 = Fs[col + 1][ks];
 #pragma unroll
                     for (int i = 0; i < 2; ++i) {
                         acc[i][j][0] += part[i][j][0] * f0;
@@ -132,8 +106,6 @@ __device__ __forceinline__ void gemm_a16(const GemmArgs& a) {
                 }
             }
         }
-        if (more) store_b(cur ^ 1, v, f);
-        cp_async_wait<0>();
         __syncthreads();
     }
 #pragma unroll
@@ -159,11 +131,10 @@ __device__ __forceinline__ void gemm_a16(const GemmArgs& a) {
 }
 
 // Few tokens (M ≤ LOWBIT_GEMV_TOKENS): the product is bound by reading the weight once, so
-// no tensor cores: each warp streams one weight row (each lane 32 consecutive elements per
-// step, four decoded chunks of 8 whose loads are all in flight together, 1024 elements per
-// warp step), decodes it and dots it with every token's activations, in f32 (the factor
-// multiplies each 8-element partial: one group). Blocks of 8 warps = 8 output rows; grid
-// (ceil(N / 8), ceil(M / 16)).
+// no tensor cores: each warp streams one weight row (lanes take 8 consecutive elements, 256
+// per step, coalesced), decodes it and dots it with every token's activations, in f32 (the
+// factor multiplies each 8-element partial: one group). Blocks of 8 warps = 8 output rows;
+// grid (ceil(N / 8), ceil(M / 16)).
 #define LOWBIT_GEMV_TOKENS 16
 
 template <class D>
@@ -175,33 +146,28 @@ __device__ __forceinline__ void gemv_a16(const GemmArgs& a) {
     float acc[LOWBIT_GEMV_TOKENS];
 #pragma unroll
     for (int t = 0; t < LOWBIT_GEMV_TOKENS; ++t) acc[t] = 0.f;
-#pragma unroll 2
-    for (int kb = lane * 32; kb < a.k; kb += 1024) {
+#pragma unroll 4
+    for (int k = lane * 8; k < a.k; k += 256) {
+        u32 w[4];
+        const float f = D::decode8(a, n, k, w);
+        float wf[8];
 #pragma unroll
-        for (int c = 0; c < 4; ++c) {
-            const int k = kb + c * 8;
-            if (k >= a.k) break;
-            u32 w[4];
-            const float f = D::decode8(a, n, k, w);
-            float wf[8];
+        for (int i = 0; i < 4; ++i) {
+            wf[2 * i] = __uint_as_float(w[i] << 16);
+            wf[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+        }
+#pragma unroll
+        for (int t = 0; t < LOWBIT_GEMV_TOKENS; ++t) {
+            if (t >= mt) break;
+            const uint4 xv = *(const uint4*)(a.x + (size_t)(m0 + t) * a.k + k);
+            const u32 xs[4] = {xv.x, xv.y, xv.z, xv.w};
+            float d = 0.f;
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
-                wf[2 * i] = __uint_as_float(w[i] << 16);
-                wf[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+                d += __uint_as_float(xs[i] << 16) * wf[2 * i];
+                d += __uint_as_float(xs[i] & 0xffff0000u) * wf[2 * i + 1];
             }
-#pragma unroll
-            for (int t = 0; t < LOWBIT_GEMV_TOKENS; ++t) {
-                if (t >= mt) break;
-                const uint4 xv = *(const uint4*)(a.x + (size_t)(m0 + t) * a.k + k);
-                const u32 xs[4] = {xv.x, xv.y, xv.z, xv.w};
-                float d = 0.f;
-#pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    d += __uint_as_float(xs[i] << 16) * wf[2 * i];
-                    d += __uint_as_float(xs[i] & 0xffff0000u) * wf[2 * i + 1];
-                }
-                acc[t] += d * f;
-            }
+            acc[t] += d * f;
         }
     }
 #pragma unroll
