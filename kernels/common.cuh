@@ -24,9 +24,9 @@ struct GemmArgs {
     const float* ascale;    // per-token (or per-token-group) activation scales, or null
     float* scratch;         // a preparation step's partial results, or null
     int m, n, k, r;
-    int group;              // the layout's group or block size along K, where it has one
-    int flags;              // layout options (bit 0: asymmetric / per-tensor, see each decoder)
-    float alpha;            // a layout scalar (ComfyUI's per-tensor scale)
+    int group;              // reserved (0): kernels take their group size from their name
+    int flags;              // reserved (0)
+    float alpha;            // a layout scalar: NF4 double quantization's nested offset
     int pad;
 };
 
@@ -89,7 +89,7 @@ __device__ __forceinline__ float e5m2_to_f32(u8 c) {
     return __uint_as_float(__float_as_uint(v) | s);
 }
 
-// f32 to IEEE half bits, round to nearest even (for GGUF's f16 scales the other way round).
+// IEEE half bits to f32, exactly (GGUF's f16 scales).
 __device__ __forceinline__ float f16_to_f32(unsigned short h) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));

@@ -9,8 +9,8 @@
 //! `target/nvrtc/` (`nvrtc`: fetched with `pip download`, checked by sha256, once), then runs
 //! fmt, clippy and every test with `LOWBIT_PYTHON` and `LOWBIT_TORCH_PYTHON` pointing at those
 //! environments, so the interop tests compare against the reference implementations instead of
-//! skipping, and with NVRTC on `LD_LIBRARY_PATH` and `LOWBIT_REQUIRE_NVRTC=1`, so lowbit-cuda
-//! compiles every kernel for every checked architecture (NVRTC needs no GPU). Last, it installs
+//! skipping, and with NVRTC on `LD_LIBRARY_PATH`, so lowbit-cuda's test (which fails without
+//! NVRTC) compiles every kernel for every checked architecture (NVRTC needs no GPU). Last, it installs
 //! the pinned cargo-fuzz into `target/cargo-fuzz/` and runs `cargo xtask fuzz --smoke`. A
 //! missing C compiler or a failed download stops CI at its own step, named as such.
 
@@ -88,8 +88,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
         .args(["test", "--workspace", "--locked"])
         .env("LOWBIT_PYTHON", &python)
         .env("LOWBIT_TORCH_PYTHON", &torch_python)
-        .env("LD_LIBRARY_PATH", with_nvrtc(&nvrtc_lib)?)
-        .env("LOWBIT_REQUIRE_NVRTC", "1"))?;
+        .env("LD_LIBRARY_PATH", with_nvrtc(&nvrtc_lib)?))?;
     fuzz_smoke(&root, &cargo)?;
     eprintln!("ci: all checks passed");
     Ok(())

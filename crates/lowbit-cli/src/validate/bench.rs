@@ -1,9 +1,9 @@
 //! `lowbit validate --bench`: each kernel's time against cuBLAS BF16 on the same shape, in the
 //! same process, at 1, 16 and 4608 tokens.
 //!
-//! Both sides are timed the same way as `../shared/bench/gpu_peers.py` times torch's peers: 3
-//! warm-up runs, then the median of 20 runs, each between two CUDA events, on the same
-//! buffers (so small weights sit in L2 for both sides).
+//! Both sides are timed alike, and the way `../shared/bench/gpu_peers.py` times torch's peers
+//! (which takes 5 warm-up runs and the median of 50): 3 warm-up runs, then the median of 20 runs,
+//! each between two CUDA events, on the same buffers (so small weights sit in L2 for both sides).
 
 use lowbit_cuda::cublas::Blas;
 use lowbit_cuda::{DeviceWeight, Gpu, Kernel, Scratch};
