@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Every packed target, with its options spelled out.
-const TARGETS: [&str; 17] = [
+const TARGETS: [&str; 19] = [
     "ternary",
     "ternary:tensor",
     "bitnet",
@@ -33,6 +33,8 @@ const TARGETS: [&str; 17] = [
     "comfy:fp8",
     "comfy:fp8:e5m2",
     "bfl:fp8",
+    "comfy:nvfp4",
+    "bfl:nvfp4",
     "svdq-w4a16",
     "svdq-w4a16:r8",
 ];
@@ -45,6 +47,8 @@ fn max_rel_error(s: Scheme) -> f64 {
         Scheme::Int4 { .. } | Scheme::Svdq { .. } => 0.4,
         Scheme::Nf4 { .. } => 0.15,
         Scheme::Fp8 { .. } | Scheme::ComfyFp8 { .. } | Scheme::BflFp8 => 0.15,
+        // Measured 0.094 on both weights that fit.
+        Scheme::ComfyNvfp4 | Scheme::BflNvfp4 => 0.15,
     }
 }
 
@@ -200,7 +204,7 @@ fn refusals() {
     let input = dir.path().join("nan.safetensors");
     std::fs::write(&input, safetensors_bytes(&[t])).unwrap();
     let out = dir.path().join("o.safetensors");
-    for target in ["ternary", "nf4:dq", "comfy:fp8", "bfl:fp8"] {
+    for target in ["ternary", "nf4:dq", "comfy:fp8", "bfl:fp8", "comfy:nvfp4", "bfl:nvfp4"] {
         let o = lowbit(
             &["convert", input.to_str().unwrap(), "--to", target, "-o"]
                 .into_iter()

@@ -3,8 +3,8 @@
 //! and `diff` against the original reports what numpy computes from the dequantized values.
 //!
 //! The bytes of each scheme are checked against an outside implementation in its own file
-//! (`nf4.rs`, `fp8.rs`, `ternary.rs`, `int4.rs`, `runtimes.rs`); this file checks that the
-//! commands agree with each other and with the file's own header.
+//! (`nf4.rs`, `fp8.rs`, `nvfp4.rs`, `ternary.rs`, `int4.rs`, `runtimes.rs`); this file checks
+//! that the commands agree with each other and with the file's own header.
 
 use crate::support::{convert_ok, inspect_json, lowbit, run_python, safetensors_entries};
 use serde_json::Value;
@@ -30,6 +30,8 @@ fn convert_inspect_dequantize_diff_agree() {
         "fp8",
         "comfy:fp8",
         "bfl:fp8",
+        "comfy:nvfp4",
+        "bfl:nvfp4",
     ] {
         let name = target.replace(':', "-");
         let packed = dir.path().join(format!("{name}.safetensors"));

@@ -6,6 +6,10 @@
 //!   linears, their weights as the runtime dequantizes them equal `lowbit dequantize`, and the
 //!   forward pass is within each type's error of the BF16 original
 //!   (`tests/interop/runtimes_diffusers.py`, which holds the bounds and an FP8 control);
+//! - `bfl:nvfp4` in diffusers' `bfl` quantizer on the CPU, computing in BF16 as documented and
+//!   in F32 for exact comparisons, on the same model: its block linears become `BFLNVFP4Linear`,
+//!   their weights equal `lowbit dequantize`, and the forward pass is within 4-bit error of the
+//!   BF16 original and worse than `bfl:fp8`'s (`tests/interop/runtimes_nvfp4.py`);
 //! - `comfy:fp8` through comfy-kitchen's `QuantizedTensor` per `comfy_quant` layer, against
 //!   `lowbit dequantize` (`tests/interop/runtimes_comfy.py`).
 //!
@@ -133,6 +137,52 @@ fn bfl_fp8_and_nf4_folder_run_in_diffusers() {
     let nf4_err = n["output_error_f32_compute"].as_f64().unwrap();
     assert!(nf4_err <= r["bounds"]["nf4_output"].as_f64().unwrap(), "{r:#}");
     assert_eq!(n["bad_quant_state"].as_array().map(Vec::len), Some(0), "{r:#}");
+}
+
+#[test]
+fn bfl_nvfp4_runs_in_diffusers() {
+    let work = tempfile::tempdir().unwrap();
+    let w = |name: &str| work.path().join(name);
+    let (nvfp4, nvfp4_deq, fp8) =
+        (w("nvfp4.safetensors"), w("nvfp4-deq.safetensors"), w("fp8.safetensors"));
+    let src = flux_3072();
+    std::thread::scope(|s| {
+        s.spawn(|| convert_ok(src, &fp8, &["--to", "bfl:fp8"]));
+        convert_ok(src, &nvfp4, &["--to", "bfl:nvfp4"]);
+        dequantize(&nvfp4, &nvfp4_deq, "f32");
+    });
+    let schemes: Value =
+        serde_json::from_str(&safetensors_metadata(&nvfp4)["lowbit.schemes"]).unwrap();
+    let mut packed: Vec<&str> = schemes.as_object().unwrap().keys().map(String::as_str).collect();
+    packed.sort_unstable();
+    let mut want: Vec<String> = BLOCK_LINEARS.iter().map(|m| format!("{m}.weight")).collect();
+    want.sort();
+    assert_eq!(packed, want);
+    let stdout = run_torch_script(
+        "runtimes_nvfp4.py",
+        &[
+            src.as_os_str(),
+            nvfp4.as_os_str(),
+            nvfp4_deq.as_os_str(),
+            fp8.as_os_str(),
+            work.path().as_os_str(),
+        ],
+    );
+    let r: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(r["ok"], true, "{r:#}");
+    // diffusers splits the fused qkv (3) and linear1 (4) into parts: 14 + 6 linears.
+    assert_eq!(r["bfl_nvfp4_bf16"]["quantized_modules"], 20, "{r:#}");
+    assert_eq!(r["bfl_fp8_f32"]["quantized_modules"], 20, "{r:#}");
+    let f = &r["bfl_nvfp4_f32"];
+    assert_eq!(f["differ_from_lowbit_dequantize"].as_array().map(Vec::len), Some(0), "{r:#}");
+    let (nv, fp) =
+        (f["output_error"].as_f64().unwrap(), r["bfl_fp8_f32"]["output_error"].as_f64().unwrap());
+    assert!(fp < nv && nv <= r["bounds"]["nvfp4_output"].as_f64().unwrap(), "{r:#}");
+    assert!(
+        r["control"]["output_error"].as_f64().unwrap()
+            > r["bounds"]["nvfp4_output"].as_f64().unwrap(),
+        "{r:#}"
+    );
 }
 
 #[test]

@@ -15,7 +15,7 @@ use std::process::Command;
 const PAPER_TERNARY_REDUCTION: f64 = 7.7;
 
 /// (label, `lowbit convert` options, output extension).
-const ROWS: [(&str, &[&str], &str); 13] = [
+const ROWS: [(&str, &[&str], &str); 15] = [
     ("preset flux-ternary", &["--preset", "flux-ternary"], "safetensors"),
     ("preset flux-int4", &["--preset", "flux-int4"], "safetensors"),
     ("preset flux-nf4", &["--preset", "flux-nf4"], "safetensors"),
@@ -27,6 +27,8 @@ const ROWS: [(&str, &[&str], &str); 13] = [
     ("nf4:dq", &["--to", "nf4", "--nf4-double-quant"], "safetensors"),
     ("comfy:fp8", &["--to", "comfy:fp8"], "safetensors"),
     ("bfl:fp8", &["--to", "bfl:fp8"], "safetensors"),
+    ("comfy:nvfp4", &["--to", "comfy:nvfp4"], "safetensors"),
+    ("bfl:nvfp4", &["--to", "bfl:nvfp4"], "safetensors"),
     ("gguf:q4_k_m", &["--to", "gguf:q4_k_m"], "gguf"),
     ("gguf:tq2_0", &["--to", "gguf:tq2_0"], "gguf"),
 ];

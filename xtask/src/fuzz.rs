@@ -302,6 +302,8 @@ fn seed(root: &Path) -> anyhow::Result<()> {
         "fp8",
         "comfy:fp8",
         "bfl:fp8",
+        "comfy:nvfp4",
+        "bfl:nvfp4",
     ] {
         let ext = if to.starts_with("gguf:") { "gguf" } else { "safetensors" };
         let name = format!("mini-{}.{ext}", to.trim_start_matches("gguf:").replace(':', "-"));

@@ -13,6 +13,8 @@
 //! - `bench-svdq [--full]`: SVDQuant on `flux-dev`'s checkpoint: randomized SVD time and
 //!   residual per FLUX layer shape, fidelity against round-to-nearest; `--full` converts it all.
 //! - `bench-size`: file size and bits/weight of each packed preset on FLUX.1-dev (dry runs).
+//! - `bench-zstd [--input FILE] [--level N] [--targets T,…]`: what `--compress zstd` gains per
+//!   layout on realistic FLUX.1-dev weights (sizes, bits/weight, time, entropy of the codes).
 //! - `gpu-data --out DIR [--seed N]`: `DIR/odd.safetensors`, a small BF16 checkpoint whose
 //!   weight shapes reach the GEMM kernels' edges, for `lowbit validate`.
 //! - `gpu-bundle [--out DIR]`: release `lowbit` and `xtask`, `gpu_peers.py` and
@@ -32,6 +34,7 @@ mod bench_convert;
 mod bench_packed;
 mod bench_size;
 mod bench_svdq;
+mod bench_zstd;
 mod ci;
 mod fixtures;
 mod flux_dev;
@@ -61,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         ["bench-convert", targets @ ..] => bench_convert::run(targets),
         ["bench-packed"] => bench_packed::run(),
         ["bench-size"] => bench_size::run(),
+        ["bench-zstd", rest @ ..] => bench_zstd::run(rest),
         ["bench-svdq", rest @ ..] => bench_svdq::run(rest),
         ["flux-dev", rest @ ..] => flux_dev::run(rest),
         ["gpu-data", rest @ ..] => gpu_data::run(rest),
@@ -83,6 +87,8 @@ fn main() -> anyhow::Result<()> {
                  bench-packed         packed quantizers (1 thread) vs bitsandbytes, ml_dtypes, numpy;\n  \
                  \x20                    then the bench-size table\n  \
                  bench-size           file size and bits/weight of the packed presets on FLUX.1-dev\n  \
+                 bench-zstd [--input FILE] [--level N] [--targets T,…]\n  \
+                 \x20                    --compress zstd's gain per layout on realistic FLUX weights\n  \
                  bench-svdq [--full]  SVDQuant on flux-dev's checkpoint: SVD, fidelity, full run\n  \
                  flux-dev [--out DIR] [--seed N] [--blocks D,S] [--force] [--check]\n  \
                  \x20                    a 23.8 GB FLUX.1-dev BF16 checkpoint with realistic values\n  \

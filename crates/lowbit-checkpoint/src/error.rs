@@ -32,6 +32,14 @@ pub enum Error {
         /// What is wrong.
         source: lowbit_gguf::Error,
     },
+    /// The file is not a valid zstd pack (`formats/zstd.md`).
+    #[error("{}", path.display())]
+    Pack {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: lowbit_safetensors::PackError,
+    },
     /// A sharded checkpoint's index is malformed or disagrees with its shards.
     #[error("{}: {reason}", path.display())]
     Index {

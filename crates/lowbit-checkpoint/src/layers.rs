@@ -7,9 +7,11 @@
 //! Recognition (`formats/dequantize-diff.md`), in this order:
 //! 1. lowbit's own `__metadata__` key `lowbit.schemes` (`{weight name → scheme}`);
 //! 2. bitsandbytes NF4: a `<m>.weight.quant_state.bitsandbytes__nf4` JSON tensor;
-//! 3. ComfyUI: a `<m>.comfy_quant` JSON marker naming `float8_e4m3fn` or `float8_e5m2`;
+//! 3. ComfyUI: a `<m>.comfy_quant` JSON marker naming `float8_e4m3fn`, `float8_e5m2` or `nvfp4`;
 //! 4. BFL `fp8r`: an `F8_E4M3` `<m>.weight` with an `F32` `<m>.weight_scale` of one dimension;
-//! 5. a plain FP8 matrix (`F8_E4M3`/`F8_E5M2`, no companion) is scheme `fp8`, read as dense.
+//! 5. BFL `nvfp4`: a `U8` `<m>.weight` matrix with a `<m>.weight_scale_2` (as diffusers tells
+//!    its two schemes apart);
+//! 6. a plain FP8 matrix (`F8_E4M3`/`F8_E5M2`, no companion) is scheme `fp8`, read as dense.
 //!
 //! Whichever way a layout is recognised, its tensors must be exactly those
 //! [`Scheme::stored`] lists for the weight's logical shape, or the file is refused
@@ -119,12 +121,13 @@ impl Checkpoint {
                 let scheme = match format {
                     Some("float8_e4m3fn") => Scheme::parse("comfy:fp8"),
                     Some("float8_e5m2") => Scheme::parse("comfy:fp8:e5m2"),
+                    Some("nvfp4") => Some(Scheme::ComfyNvfp4),
                     _ => None,
                 };
                 let Some(scheme) = scheme else {
                     let what = format.map_or("no `format`".to_owned(), |f| format!("`{f}`"));
                     return Err(self.unknown(t, format!(
-                        "ComfyUI format {what} is not one lowbit reads (float8_e4m3fn, float8_e5m2)"
+                        "ComfyUI format {what} is not one lowbit reads (float8_e4m3fn, float8_e5m2, nvfp4)"
                     )));
                 };
                 let layer = self.packed_layer(&weight, scheme)?;
@@ -143,6 +146,14 @@ impl Checkpoint {
                     .is_some_and(|s| s.ty == StorageType::Dense(Dtype::F32) && s.shape.len() == 1);
             if bfl {
                 let layer = self.packed_layer(&t.name, Scheme::BflFp8)?;
+                claim(layer, &mut packed, &mut companions);
+                continue;
+            }
+            let nvfp4 = t.ty == StorageType::Dense(Dtype::U8)
+                && t.shape.len() == 2
+                && self.tensor(&format!("{module}.weight_scale_2")).is_some();
+            if nvfp4 {
+                let layer = self.packed_layer(&t.name, Scheme::BflNvfp4)?;
                 claim(layer, &mut packed, &mut companions);
                 continue;
             }
@@ -301,7 +312,12 @@ impl Checkpoint {
             // The quant-state JSON's length depends on how its writer spelled numbers; it is
             // parsed, not measured.
             let json_len_free = s.suffix.ends_with("bitsandbytes__nf4") && t.shape.len() == 1;
-            if t.ty != StorageType::Dense(s.dtype) || (t.shape != s.shape && !json_len_free) {
+            // ComfyUI views NVFP4 block scales as E4M3, so they load from U8 as well.
+            let u8_scales = scheme == Scheme::ComfyNvfp4
+                && s.suffix == "weight_scale"
+                && t.ty == StorageType::Dense(Dtype::U8);
+            let dtype_ok = t.ty == StorageType::Dense(s.dtype) || u8_scales;
+            if !dtype_ok || (t.shape != s.shape && !json_len_free) {
                 return Err(bad(format!(
                     "{scheme} of [{n}, {k}] needs `{tname}` as {} {:?}, found {} {:?}",
                     s.dtype, s.shape, t.ty, t.shape
@@ -347,6 +363,7 @@ impl Checkpoint {
             Scheme::Ternary { .. } => (Some(a), b.checked_mul(4)),
             Scheme::Bitnet => (a.checked_mul(4), Some(b)),
             Scheme::Int4 { .. } | Scheme::Svdq { .. } => (Some(a), b.checked_mul(2)),
+            Scheme::BflNvfp4 | Scheme::ComfyNvfp4 => (Some(a), b.checked_mul(2)),
             _ => (Some(a), Some(b)),
         };
         let (Some(n), Some(k)) = (n, k) else {

@@ -245,9 +245,86 @@ fn comfy_marker_not_u8() {
 #[test]
 fn comfy_format_unknown() {
     unknown_error(
-        &comfy("{\"format\": \"nvfp4\"}"),
-        "ComfyUI format `nvfp4` is not one lowbit reads",
+        &comfy("{\"format\": \"mxfp8\"}"),
+        "ComfyUI format `mxfp8` is not one lowbit reads",
     );
+}
+
+/// ComfyUI NVFP4 of a `[16, 16]` weight: codes `[16, 8]`, block scales swizzled into one
+/// 128 × 4 tile, a scalar global scale, the marker.
+fn comfy_nvfp4(scales: &'static [u64]) -> Vec<T<'static>> {
+    let marker = "{\"format\": \"nvfp4\"}";
+    vec![
+        ("a.weight", "U8", &[16, 8], vec![0x22; 128]),
+        ("a.weight_scale", "F8_E4M3", scales, vec![0x38; scales.iter().product::<u64>() as usize]),
+        ("a.weight_scale_2", "F32", &[], 0.5f32.to_le_bytes().to_vec()),
+        ("a.comfy_quant", "U8", &[19], marker.as_bytes().to_vec()),
+    ]
+}
+
+/// BFL NVFP4 of a `[3, 16]` weight, recognised by its `weight_scale_2`.
+fn bfl_nvfp4() -> Vec<T<'static>> {
+    vec![
+        ("b.weight", "U8", &[3, 8], vec![0x21; 24]),
+        ("b.weight_scale", "F8_E4M3", &[3, 1], vec![0x38; 3]),
+        ("b.weight_scale_2", "F32", &[], 0.5f32.to_le_bytes().to_vec()),
+        ("b.input_scale", "F32", &[], 1f32.to_le_bytes().to_vec()),
+    ]
+}
+
+#[test]
+fn nvfp4_layouts_are_one_layer_each() {
+    let (_d, c) = open(&[], &comfy_nvfp4(&[128, 4]));
+    let layers = c.layers().unwrap();
+    assert_eq!(layers.len(), 1);
+    assert_eq!(
+        (layers[0].shape.clone(), layers[0].scheme),
+        (vec![16, 16], Some(Scheme::ComfyNvfp4))
+    );
+    assert_eq!(
+        layers[0].stored,
+        ["a.weight", "a.weight_scale", "a.weight_scale_2", "a.comfy_quant"]
+    );
+    // Codes 2 (1.0) everywhere, block scale 1.0, global 0.5.
+    let mut out = [0f32; 16];
+    c.read_layer_f32(&layers[0], 3..4, &mut out).unwrap();
+    assert_eq!(out, [0.5; 16]);
+
+    let (_d, c) = open(&[], &bfl_nvfp4());
+    let layers = c.layers().unwrap();
+    assert_eq!(layers.len(), 1);
+    assert_eq!((layers[0].shape.clone(), layers[0].scheme), (vec![3, 16], Some(Scheme::BflNvfp4)));
+    c.read_layer_f32(&layers[0], 2..3, &mut out).unwrap();
+    // Low nibble first: 0x21 holds 1 (0.5) then 2 (1.0).
+    assert_eq!(out[..2], [0.25, 0.5]);
+}
+
+#[test]
+fn comfy_nvfp4_scales_may_be_u8() {
+    let mut t = comfy_nvfp4(&[128, 4]);
+    t[1].1 = "U8";
+    let (_d, c) = open(&[], &t);
+    let layers = c.layers().unwrap();
+    assert_eq!(layers[0].scheme, Some(Scheme::ComfyNvfp4));
+    let mut out = [0f32; 16];
+    c.read_layer_f32(&layers[0], 0..1, &mut out).unwrap();
+    assert_eq!(out, [0.5; 16]);
+    // Not for BFL's, whose loader takes them as they are.
+    let mut t = bfl_nvfp4();
+    t[1].1 = "U8";
+    layout_error(&[], &t, "needs `b.weight_scale` as F8_E4M3 [3, 1], found U8");
+}
+
+#[test]
+fn comfy_nvfp4_scales_not_swizzled() {
+    layout_error(&[], &comfy_nvfp4(&[16, 1]), "needs `a.weight_scale` as F8_E4M3 [128, 4]");
+}
+
+#[test]
+fn bfl_nvfp4_without_input_scale() {
+    let mut t = bfl_nvfp4();
+    t.pop();
+    layout_error(&[], &t, "needs `b.input_scale`, which is missing");
 }
 
 #[test]

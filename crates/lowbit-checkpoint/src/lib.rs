@@ -2,7 +2,8 @@
 //!
 //! [`Checkpoint::open`] accepts a single safetensors file, a sharded checkpoint (its
 //! `*.safetensors.index.json`, or a directory holding one, such as a diffusers `transformer/`
-//! folder or the model folder above it), or a GGUF v2/v3 file.
+//! folder or the model folder above it), a GGUF v2/v3 file, or a zstd pack of a safetensors file
+//! (`formats/zstd.md`), whose tensors are decompressed on first access into a temporary file.
 //! Files are memory-mapped and only their headers are parsed; tensor bytes are read when asked,
 //! either raw ([`Checkpoint::raw`]) or decoded to `f32` rows ([`Checkpoint::read_rows_f32`]),
 //! so a 24 GB checkpoint is inspected without reading 24 GB.
@@ -12,6 +13,7 @@
 mod error;
 mod layers;
 mod open;
+mod pack;
 mod rows;
 mod source;
 
@@ -19,6 +21,7 @@ pub use error::Error;
 pub use layers::{Layer, SCHEMES_KEY};
 pub use lowbit_layout::{Fp8Format, ScaleGranularity, Scheme};
 pub use open::{Checkpoint, Format, Metadata, StorageType, Tensor};
+pub use pack::PackInfo;
 
 /// The GGUF metadata types that [`Metadata::Gguf`] holds, so that users of this crate need not
 /// depend on `lowbit-gguf` to read them.

@@ -1,10 +1,11 @@
 //! Finding, opening and indexing the files of a checkpoint.
 
 use crate::Error;
+use crate::pack::{PackInfo, Unpacked};
 use crate::source::Source;
 use lowbit_dtype::{Dtype, GgmlType};
 use lowbit_gguf::{Gguf, Value};
-use lowbit_safetensors::Safetensors;
+use lowbit_safetensors::{Safetensors, SeekTable};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
@@ -21,16 +22,20 @@ pub enum Format {
     ShardedSafetensors,
     /// A GGUF v2/v3 file.
     Gguf,
+    /// A safetensors file in a zstd pack (`formats/zstd.md`).
+    SafetensorsZstd,
 }
 
 impl Format {
-    /// Name used in reports and JSON (`"safetensors"`, `"safetensors-sharded"`, `"gguf"`).
+    /// Name used in reports and JSON (`"safetensors"`, `"safetensors-sharded"`, `"gguf"`,
+    /// `"safetensors-zstd"`).
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
             Format::Safetensors => "safetensors",
             Format::ShardedSafetensors => "safetensors-sharded",
             Format::Gguf => "gguf",
+            Format::SafetensorsZstd => "safetensors-zstd",
         }
     }
 }
@@ -217,14 +222,51 @@ impl Checkpoint {
     }
 
     /// A tensor's stored bytes, borrowed from the mapping.
+    ///
+    /// In a zstd pack, a frame that fails to decompress gives an empty slice: use
+    /// [`Checkpoint::try_raw`] or [`Checkpoint::prepare_layer`] first to hear why.
     #[must_use]
     pub fn raw(&self, t: &Tensor) -> &[u8] {
+        self.try_raw(t).unwrap_or_default()
+    }
+
+    /// A tensor's stored bytes, borrowed from the mapping (of the decompressed data, in a zstd
+    /// pack, which decompresses the tensor's frame on first access).
+    ///
+    /// # Errors
+    /// In a zstd pack, a frame that does not decompress (damaged data, no room for the temporary
+    /// file); the message names the tensor.
+    pub fn try_raw(&self, t: &Tensor) -> Result<&[u8], Error> {
         // Validated against the file when parsed; a `Tensor` from another checkpoint gets nothing.
-        let range = usize::try_from(t.offset)
-            .ok()
-            .and_then(|start| Some(start..start.checked_add(usize::try_from(t.bytes).ok()?)?));
-        let file = self.files.get(t.file).map(Source::bytes).unwrap_or_default();
-        range.and_then(|r| file.get(r)).unwrap_or_default()
+        let Some(file) = self.files.get(t.file) else { return Ok(&[]) };
+        let bytes = file.slice(t.offset, t.bytes).map_err(|reason| Error::Io {
+            path: file.path.clone(),
+            source: std::io::Error::other(reason),
+        })?;
+        Ok(bytes.unwrap_or_default())
+    }
+
+    /// Makes every stored tensor of `layer` ready to read: in a zstd pack, decompresses their
+    /// frames (each once), so that a damaged frame is reported here, naming its tensor, rather
+    /// than as a short read in [`Checkpoint::raw`]. Does nothing for other formats.
+    ///
+    /// # Errors
+    /// As [`Checkpoint::try_raw`].
+    pub fn prepare_layer(&self, layer: &crate::Layer) -> Result<(), Error> {
+        if self.format != Format::SafetensorsZstd {
+            return Ok(());
+        }
+        for t in layer.stored.iter().filter_map(|n| self.tensor(n)) {
+            self.try_raw(t)?;
+        }
+        Ok(())
+    }
+
+    /// Sizes of a zstd pack: compressed, decompressed, frames; `None` for other formats.
+    #[must_use]
+    pub fn pack_info(&self) -> Option<PackInfo> {
+        let f = self.files.first()?;
+        f.pack.as_ref().map(|p| p.info(f.bytes().len() as u64))
     }
 }
 
@@ -255,14 +297,19 @@ enum Kind {
     Gguf,
     Safetensors,
     Index,
+    Pack,
 }
 
 /// Recognises a file by its content: the `GGUF` magic; a safetensors header (8-byte length, then
-/// a JSON object); a JSON object (an index). When the content matches nothing, the extension
-/// picks the parser whose error explains what is wrong; it never overrides the content.
+/// a JSON object); a JSON object (an index); a zstd frame (a zstd pack). When the content matches
+/// nothing, the extension picks the parser whose error explains what is wrong; it never
+/// overrides the content.
 fn sniff(path: &Path, bytes: &[u8]) -> Option<Kind> {
     if bytes.starts_with(b"GGUF") {
         return Some(Kind::Gguf);
+    }
+    if bytes.starts_with(&lowbit_safetensors::pack::FRAME_MAGIC) {
+        return Some(Kind::Pack);
     }
     let header_len = bytes.first_chunk::<8>().map(|b| u64::from_le_bytes(*b));
     let st = bytes.get(8) == Some(&b'{');
@@ -293,6 +340,7 @@ fn open_file(path: &Path) -> Result<Checkpoint, Error> {
     match sniff(path, src.bytes()) {
         Some(Kind::Gguf) => open_gguf(src),
         Some(Kind::Index) => open_index(src),
+        Some(Kind::Pack) => open_pack(src),
         Some(Kind::Safetensors) => {
             let (tensors, meta) = safetensors_tensors(&src, 0)?;
             Ok(empty(Format::Safetensors, vec![src], tensors, Metadata::Safetensors(meta)))
@@ -323,6 +371,31 @@ fn open_gguf(src: Source) -> Result<Checkpoint, Error> {
     let (version, alignment) = (g.version(), g.alignment());
     let metadata = Metadata::Gguf { version, alignment, kvs: g.into_kvs() };
     Ok(empty(Format::Gguf, vec![src], tensors, metadata))
+}
+
+fn open_pack(mut src: Source) -> Result<Checkpoint, Error> {
+    if !SeekTable::recognise(src.bytes()).1 {
+        let reason = "a zstd file without a seek table at its end: not a lowbit zstd pack, or \
+                      one cut short (`zstd -d` decompresses a whole zstd file)";
+        return Err(Error::NotACheckpoint { path: src.path.clone(), reason: reason.into() });
+    }
+    let (unpacked, header) = Unpacked::open(&src)?;
+    src.pack = Some(unpacked);
+    let tensors = header
+        .tensors
+        .iter()
+        .map(|t| Tensor {
+            name: t.name.clone(),
+            shape: t.shape.clone(),
+            ty: StorageType::Dense(t.dtype),
+            params: t.numel(),
+            bytes: t.data.end - t.data.start,
+            file: 0,
+            offset: header.data_start + t.data.start,
+        })
+        .collect();
+    let metadata = Metadata::Safetensors(header.metadata);
+    Ok(empty(Format::SafetensorsZstd, vec![src], tensors, metadata))
 }
 
 fn safetensors_tensors(

@@ -22,6 +22,8 @@ pub(crate) struct Source {
     pub(crate) id: (u64, u64),
     file: std::fs::File,
     bytes: Bytes,
+    /// For a zstd pack: its frames and the decompressed tensors; reads go there.
+    pub(crate) pack: Option<crate::pack::Unpacked>,
 }
 
 #[derive(Debug)]
@@ -59,11 +61,21 @@ impl Source {
             // the `safetensors` Python package's included.
             Bytes::Mapped(unsafe { Mmap::map(&file) }.map_err(io)?)
         };
-        Ok(Source { path: path.to_owned(), id, file, bytes })
+        Ok(Source { path: path.to_owned(), id, file, bytes, pack: None })
     }
 
-    /// Reads `buf.len()` bytes at `offset` without going through the mapping.
+    /// Reads `buf.len()` bytes at `offset` without going through the mapping; in a zstd pack,
+    /// `offset` is in the decompressed file.
     pub(crate) fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        match &self.pack {
+            Some(p) => p.read_at(self, offset, buf),
+            None => self.read_stored_at(offset, buf),
+        }
+    }
+
+    /// Reads `buf.len()` bytes of the file as stored (a zstd pack's compressed bytes) at
+    /// `offset`, without going through the mapping.
+    pub(crate) fn read_stored_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         match &self.bytes {
             Bytes::Owned(v) => {
                 let src = usize::try_from(offset)
@@ -78,10 +90,33 @@ impl Source {
         }
     }
 
+    /// The file's bytes as stored (a zstd pack's compressed bytes).
     pub(crate) fn bytes(&self) -> &[u8] {
         match &self.bytes {
             Bytes::Mapped(m) => m,
             Bytes::Owned(v) => v,
         }
     }
+
+    /// Bytes `offset..offset + len` of the file (in a zstd pack, of the decompressed file,
+    /// decompressing the frames they lie in first); `Ok(None)` when out of range.
+    pub(crate) fn slice(&self, offset: u64, len: u64) -> Result<Option<&[u8]>, String> {
+        if let Some(p) = &self.pack {
+            return p.slice(self, offset, len);
+        }
+        let range = usize::try_from(offset)
+            .ok()
+            .and_then(|start| Some(start..start.checked_add(usize::try_from(len).ok()?)?));
+        Ok(range.and_then(|r| self.bytes().get(r)))
+    }
+}
+
+/// Maps a temporary file this process made and writes only through positioned writes, to
+/// regions no slice of the map covers yet (`crate::pack`).
+pub(crate) fn map_scratch(file: &std::fs::File) -> std::io::Result<Mmap> {
+    // SAFETY: the file is unlinked and private to this process, so no other process can change
+    // or truncate it. This process writes each region once, before any slice of that region is
+    // handed out (a `OnceLock` per frame orders the write before every read), and never writes
+    // a region again; the shared mapping sees those writes through the page cache.
+    unsafe { Mmap::map(file) }
 }

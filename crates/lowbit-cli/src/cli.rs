@@ -20,7 +20,8 @@ pub(crate) enum Command {
     /// diffusers transformer/ folder), or a .gguf file. Only headers are read.
     Inspect(InspectArgs),
     /// Convert a checkpoint to GGUF (bit-exact with ggml's quantizers) or to a packed
-    /// safetensors layout (ternary, BitNet, int4, bitsandbytes NF4, FP8 variants, SVDQuant).
+    /// safetensors layout (ternary, BitNet, int4, bitsandbytes NF4, FP8 and NVFP4 variants,
+    /// SVDQuant).
     ///
     /// INPUT is anything `inspect` reads (BF16/F16/F32/FP8 safetensors, sharded, or a GGUF with
     /// F32/F16/BF16 weights). FLUX in diffusers naming is written in BFL naming unless
@@ -30,7 +31,8 @@ pub(crate) enum Command {
     /// Decode every weight to BF16 (or F32) safetensors under its logical name.
     ///
     /// INPUT is anything `inspect` reads: dense or sharded safetensors, GGUF of any type lowbit
-    /// decodes, and the packed layouts (lowbit's, bitsandbytes NF4, ComfyUI and BFL FP8).
+    /// decodes, and the packed layouts (lowbit's, bitsandbytes NF4, ComfyUI and BFL FP8 and
+    /// NVFP4).
     Dequantize(DequantizeArgs),
     /// Compare two checkpoints tensor by tensor: relative error, max abs error and SNR of A
     /// against the reference B (schema of --json: formats/dequantize-diff.md).
@@ -131,7 +133,8 @@ pub(crate) struct ConvertArgs {
     pub(crate) output: Option<PathBuf>,
     /// Target: gguf:TYPE with TYPE one of f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k q4_k q5_k
     /// q6_k tq1_0 tq2_0, or a mix q3_k_m q4_k_m q5_k_m; or a safetensors layout: ternary,
-    /// bitnet, int4, nf4, fp8, comfy:fp8, bfl:fp8, svdq-w4a4, svdq-w4a16 (formats/*.md).
+    /// bitnet, int4, nf4, fp8, comfy:fp8, bfl:fp8, comfy:nvfp4, bfl:nvfp4, svdq-w4a4,
+    /// svdq-w4a16 (formats/*.md).
     #[arg(long, value_name = "TARGET")]
     pub(crate) to: Option<String>,
     /// A named recipe: flux-ternary, flux-int4, flux-nf4, flux-fp8 (see --print-recipe).
@@ -212,6 +215,11 @@ pub(crate) struct ConvertArgs {
     /// Write NaN or infinite weights instead of stopping at the first one.
     #[arg(long)]
     pub(crate) allow_non_finite: bool,
+    /// Write a safetensors target as a zstd pack (formats/zstd.md): one zstd frame per tensor
+    /// and a seek table, read by every lowbit command as is, restored by `zstd -d`. LEVEL 1 to
+    /// 22 (default 3). OUT must end in .safetensors.zst.
+    #[arg(long, value_name = "zstd[:LEVEL]")]
+    pub(crate) compress: Option<String>,
 }
 
 /// Parses `--alpha`: a number in [0, 1], `auto` or `none`.

@@ -5,8 +5,8 @@ use crate::output::{self, Usage};
 use comfy_table::{CellAlignment, Table};
 use lowbit_checkpoint::Checkpoint;
 use lowbit_convert::{
-    Error, Options, OutputNaming, Plan, Recipe, SchemeOptions, Target, check_output, metadata,
-    write_gguf,
+    Error, Options, OutputNaming, Plan, Recipe, SchemeOptions, Target, Zstd, check_output,
+    check_pack_output, metadata, write_gguf,
 };
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -70,6 +70,7 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
     let Some(out_arg) = args.output.as_deref() else {
         return Err(anyhow::Error::new(Usage("-o/--output is required".into())));
     };
+    let zstd = args.compress.as_deref().map(Zstd::parse).transpose()?;
     let ckpt = Checkpoint::open(&args.input)?;
     let naming = args.names.map(|n| match n {
         Names::Bfl => OutputNaming::Bfl,
@@ -87,10 +88,14 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
     }
     let folder = lowbit_convert::writes_folder(&plan, &recipe.target, out_arg);
     let out = lowbit_convert::weights_path(&plan, &recipe.target, out_arg);
+    if let (Some(_), Some(given)) = (zstd, args.compress.as_deref()) {
+        lowbit_convert::check_zstd(&plan, &recipe.target, folder, given, out_arg)?;
+        check_pack_output(&ckpt, &out, &recipe.target, args.force_extension)?;
+    }
     if folder {
         check_folder(out_arg, &ckpt)?;
     }
-    if !folder || out_arg.exists() {
+    if zstd.is_none() && (!folder || out_arg.exists()) {
         check_output(&ckpt, &out, &recipe.target, args.force_extension)?;
     }
     let source_name = args
@@ -112,7 +117,15 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
         }
     };
     if args.dry_run {
-        return output::print(&render_plan(&plan, &recipe, file_bytes));
+        let mut text = render_plan(&plan, &recipe, file_bytes);
+        if let Some(z) = zstd {
+            let _ = writeln!(
+                text,
+                "zstd pack at level {}: the sizes above are the safetensors file it holds; the pack's own size is known once compressed",
+                z.level
+            );
+        }
+        return output::print(&text);
     }
     if folder && !out_arg.exists() {
         std::fs::create_dir(out_arg).map_err(|e| {
@@ -151,9 +164,19 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
         svdq: Some(&svdq),
     };
     let start = Instant::now();
-    let written = match recipe.target {
-        Target::Gguf { .. } => write_gguf(&ckpt, &plan, &recipe, &out, &opts),
-        Target::Packed(_) => lowbit_convert::write_packed(&ckpt, &plan, &recipe, &out, &opts),
+    let mut packed = None;
+    let written = match (recipe.target, zstd) {
+        (Target::Packed(_), Some(z)) => {
+            lowbit_convert::write_zstd_pack(&ckpt, &plan, &recipe, &out, &opts, z).map(|p| {
+                let w = p.written.clone();
+                packed = Some(p);
+                w
+            })
+        }
+        (Target::Gguf { .. }, _) => write_gguf(&ckpt, &plan, &recipe, &out, &opts),
+        (Target::Packed(_), None) => {
+            lowbit_convert::write_packed(&ckpt, &plan, &recipe, &out, &opts)
+        }
     };
     // Cleared on failure too, so that the error is the last thing on the terminal.
     bar.finish_and_clear();
@@ -176,6 +199,18 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
         params as f64 / secs / 1e6,
         peak_rss_mb().map_or(String::new(), |mb| format!(", peak memory {mb:.0} MB")),
     );
+    if let (Some(p), Some(z)) = (packed, zstd) {
+        let _ = writeln!(
+            err,
+            "zstd level {}: {:.1} MB of safetensors in {:.1} MB ({:.1}% smaller, {:.3} bits/weight of file), compressed in {:.2} s",
+            z.level,
+            p.raw_bytes as f64 / 1e6,
+            p.written.bytes as f64 / 1e6,
+            (1.0 - p.written.bytes as f64 / p.raw_bytes.max(1) as f64) * 100.0,
+            p.written.bytes as f64 * 8.0 / params.max(1) as f64,
+            p.compress_seconds,
+        );
+    }
     Ok(())
 }
 

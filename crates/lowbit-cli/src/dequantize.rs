@@ -60,6 +60,8 @@ pub(crate) fn run(args: &DequantizeArgs) -> anyhow::Result<()> {
             if layer.params() == 0 {
                 continue;
             }
+            // A zstd pack's damaged frame is reported here, naming its tensor.
+            ckpt.prepare_layer(layer)?;
             let (rows, len) = (layer.n_rows(), layer.row_len());
             let chunk = (CHUNK_VALUES / len.max(1)).max(1);
             let mut row = 0;

@@ -133,6 +133,7 @@ impl Side {
                 continue;
             }
             let layer = &self.layers[*i];
+            self.ckpt.prepare_layer(layer)?;
             let (s, e) = (r.start + lo - (off - len), r.start + hi - (off - len));
             if layer.shape.len() >= 2 {
                 let inner: u64 = layer.shape[1..layer.shape.len() - 1].iter().product();

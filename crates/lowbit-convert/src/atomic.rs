@@ -93,14 +93,17 @@ impl AtomicFile {
     }
 }
 
-/// Removes `.<name>.lowbit-*.partial` files in `dir` that no live process holds.
-fn remove_stale(dir: &Path, name: &str) -> io::Result<()> {
+/// Removes `.<name>.lowbit-*.partial` files in `dir` that no live process holds, and the
+/// temporary files of such files (`..<name>.lowbit-*.partial.lowbit-*.partial`: a zstd pack is
+/// compressed from a plain file written through its own `AtomicFile`).
+pub(crate) fn remove_stale(dir: &Path, name: &str) -> io::Result<()> {
     let prefix = format!(".{name}{MARK}");
+    let nested = format!(".{prefix}");
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let file_name = entry.file_name();
         let Some(n) = file_name.to_str() else { continue };
-        if !n.starts_with(&prefix) || !n.ends_with(SUFFIX) {
+        if !(n.starts_with(&prefix) || n.starts_with(&nested)) || !n.ends_with(SUFFIX) {
             continue;
         }
         let path = entry.path();
@@ -154,6 +157,9 @@ mod tests {
         // run's file (this process holds its lock through `live`).
         std::fs::write(dir.path().join(".b.gguf.lowbit-dead01.partial"), b"x").unwrap();
         std::fs::write(dir.path().join(".c.gguf.lowbit-dead02.partial"), b"x").unwrap();
+        // The temporary file of a dead run's temporary file (a zstd pack's plain stage).
+        let nested = "..b.gguf.lowbit-dead03.partial.lowbit-dead04.partial";
+        std::fs::write(dir.path().join(nested), b"x").unwrap();
         let live = AtomicFile::create(&dest).unwrap();
         let live_name = names(dir.path())
             .into_iter()
@@ -162,6 +168,7 @@ mod tests {
         let second = AtomicFile::create(&dest).unwrap();
         let after = names(dir.path());
         assert!(!after.iter().any(|n| n.contains("dead01")), "{after:?}");
+        assert!(!after.iter().any(|n| n.contains("dead03")), "{after:?}");
         assert!(after.contains(&".c.gguf.lowbit-dead02.partial".to_owned()), "{after:?}");
         assert!(after.contains(&live_name), "a running conversion's file is kept: {after:?}");
         drop((live, second));

@@ -247,6 +247,23 @@ pub enum Error {
     /// Stopped by the user; nothing was written at the output path.
     #[error("interrupted; no output written")]
     Cancelled,
+    /// `--compress` asks for something lowbit does not write: an unknown method or level, or a
+    /// target whose output is not one safetensors file.
+    #[error("--compress {given}: {reason}")]
+    Compress {
+        /// The `--compress` value.
+        given: String,
+        /// Why it cannot be done.
+        reason: String,
+    },
+    /// A zstd pack cannot hold the file (a tensor above a frame's 32-bit size).
+    #[error("{}", path.display())]
+    Pack {
+        /// The output path.
+        path: PathBuf,
+        /// What does not fit.
+        source: lowbit_safetensors::PackError,
+    },
     /// An SVDQuant layer the statistics or options cannot serve.
     #[error("tensor `{tensor}`: {reason}")]
     Svdq {
@@ -314,6 +331,7 @@ impl Error {
                 | Error::OutputExtension { .. }
                 | Error::NotFlux { .. }
                 | Error::Svdq { .. }
+                | Error::Compress { .. }
         )
     }
 }

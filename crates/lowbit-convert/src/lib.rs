@@ -24,13 +24,14 @@ mod recipe;
 mod stats;
 mod svdq;
 mod write;
+mod zstd_pack;
 
 pub use atomic::AtomicFile;
 pub use calib::Calibration;
 pub use error::Error;
 pub use folder::{MODEL_FILE, diffusers_config, weights_path, writes_folder};
 pub use logical::Part;
-pub use output::check_output;
+pub use output::{check_output, check_pack_output};
 pub use packed::{packed_file_bytes, packed_metadata, write_packed};
 pub use plan::dense_dtype;
 pub use plan::{OutputNaming, Plan, PlannedTensor, Reason};
@@ -39,3 +40,4 @@ pub use svdq::{LayerReport, SvdqOptions, check_svdq};
 pub use write::{
     CHUNK_BYTES, MAX_THREADS, Options, Written, layout, metadata, preallocate, write_gguf,
 };
+pub use zstd_pack::{PackWritten, Zstd, check_zstd, write_zstd_pack};

@@ -31,7 +31,36 @@ pub fn check_output(
 ) -> Result<(), Error> {
     let (format, extension) = format_of(target);
     let has_ext = output.extension().is_some_and(|e| e.eq_ignore_ascii_case(extension));
-    if !has_ext && !force_extension {
+    check_path(ckpt, output, target, (format, extension, has_ext || force_extension))
+}
+
+/// [`check_output`] for a zstd pack of a safetensors target (`--compress zstd`), whose name
+/// must end in `.safetensors.zst` (so that `zstd -d` names the file it restores
+/// `….safetensors`).
+///
+/// # Errors
+/// As [`check_output`].
+pub fn check_pack_output(
+    ckpt: &Checkpoint,
+    output: &Path,
+    target: &Target,
+    force_extension: bool,
+) -> Result<(), Error> {
+    let extension = crate::zstd_pack::EXTENSION;
+    let name = output.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase());
+    let has_ext = name.is_some_and(|n| n.ends_with(&format!(".{extension}")));
+    let format = "zstd-packed safetensors";
+    check_path(ckpt, output, target, (format, extension, has_ext || force_extension))
+}
+
+/// The checks after the extension's: `ext` is (format, extension, whether the name is fine).
+fn check_path(
+    ckpt: &Checkpoint,
+    output: &Path,
+    target: &Target,
+    (format, extension, ext_ok): (&'static str, &'static str, bool),
+) -> Result<(), Error> {
+    if !ext_ok {
         return Err(Error::OutputExtension {
             output: output.to_owned(),
             target: target.name(),

@@ -4,11 +4,12 @@
 //! Every stored tensor's offset is known before any data is read (`lowbit_safetensors::Layout`),
 //! so chunks are placed with positioned writes: a weight's rows stream in order, while its
 //! scales land wherever their layout puts them (int4's `[K/g, N]` scales are written as one
-//! short run per group). Schemes with a per-tensor statistic (a per-tensor ternary or BitNet
-//! γ, ComfyUI's amax, NF4's double-quantization offset) read their weights once more, first,
-//! in `stats.rs`. Chunks are cut at the same rows whatever the thread count, and every
-//! quantizer is a pure function of its rows and the statistics, so the bytes never depend on
-//! threads or chunk sizes.
+//! short run per group; ComfyUI NVFP4's swizzled block scales as whole 128-row tiles, so its
+//! chunks are cut at multiples of 128 rows). Schemes with a per-tensor statistic (a per-tensor
+//! ternary or BitNet γ, ComfyUI FP8's and both NVFP4s' amax, NF4's double-quantization offset)
+//! read their weights once more, first, in `stats.rs`. Chunks are cut at the same rows
+//! whatever the thread count, and every quantizer is a pure function of its rows and the
+//! statistics, so the bytes never depend on threads or chunk sizes.
 
 use crate::Error;
 use crate::atomic::AtomicFile;
@@ -19,7 +20,7 @@ use crate::write::{Options, Written, gather, gather_raw16, pipeline, preallocate
 use lowbit_checkpoint::Checkpoint;
 use lowbit_dtype::Dtype;
 use lowbit_dtype::f16::{fp32_to_bf16, fp32_to_fp16};
-use lowbit_layout::{NF4_BLOCK, NF4_NESTED_BLOCK, Scheme};
+use lowbit_layout::{NF4_BLOCK, NF4_NESTED_BLOCK, Scheme, nvfp4};
 use lowbit_quant::packed;
 use lowbit_safetensors::Layout;
 use rayon::prelude::*;
@@ -151,6 +152,8 @@ fn granule(scheme: Option<Scheme>, k: u64) -> u64 {
     let align = match scheme {
         Some(Scheme::Nf4 { double_quant: false }) => 2 * NF4_BLOCK,
         Some(Scheme::Nf4 { double_quant: true }) => NF4_BLOCK * NF4_NESTED_BLOCK,
+        // Whole tiles of swizzled block scales.
+        Some(Scheme::ComfyNvfp4) => return nvfp4::TILE_ROWS,
         _ => return 1,
     };
     align / gcd(align, k.max(1))
@@ -176,8 +179,12 @@ fn unit_offset(scheme: Scheme, j: usize, k: u64, u0: u64) -> Option<u64> {
         (_, 0) => match scheme {
             Scheme::Ternary { .. } => u0 * k / 4,
             Scheme::Int4 { .. } | Scheme::Nf4 { .. } => u0 * k / 2,
+            Scheme::BflNvfp4 | Scheme::ComfyNvfp4 => u0 * k / 2,
             _ => u0 * k,
         },
+        (Scheme::BflNvfp4, 1) => u0 * k / nvfp4::BLOCK,
+        // `u0` is a multiple of 128: the tiles before it, each 128 rows of the padded width.
+        (Scheme::ComfyNvfp4, 1) => u0 * nvfp4::swizzled_shape(0, k)[1],
         (Scheme::Ternary { scale: lowbit_layout::ScaleGranularity::Channel }, 1) => u0 * 2,
         (Scheme::BflFp8, 1) => u0 * 4,
         (Scheme::Nf4 { double_quant: false }, 1) => u0 * k / NF4_BLOCK * 4,
@@ -199,6 +206,10 @@ fn whole(scheme: Scheme, j: usize, stat: &Stat, shape: [u64; 2], source: Dtype) 
             packed::fp8::comfy_scale(stat.amax, format).to_le_bytes().to_vec()
         }
         (Scheme::ComfyFp8 { format }, 2) => lowbit_layout::fp8::comfy_marker(format).into_bytes(),
+        (Scheme::BflNvfp4, 2) => packed::nvfp4::bfl_global(stat.amax).to_le_bytes().to_vec(),
+        (Scheme::BflNvfp4, 3) => nvfp4::INPUT_SCALE.to_le_bytes().to_vec(),
+        (Scheme::ComfyNvfp4, 2) => packed::nvfp4::comfy_global(stat.amax).to_le_bytes().to_vec(),
+        (Scheme::ComfyNvfp4, 3) => nvfp4::comfy_marker().as_bytes().to_vec(),
         (Scheme::Nf4 { .. }, 2) => f32s(&lowbit_layout::nf4::CODE),
         (Scheme::Nf4 { double_quant: true }, 4) => f32s(&lowbit_layout::nf4::nested_code()),
         (Scheme::Nf4 { double_quant }, _) => lowbit_layout::nf4::quant_state_json(
@@ -327,6 +338,24 @@ fn encode(t: &PlannedTensor, x: &[f32], stat: &Stat, out: &mut Vec<Vec<u8>>) {
             packed::fp8::bfl_rows(x, k, &mut w, &mut scales);
             out.push(w);
             out.push(scales.iter().flat_map(|v| v.to_le_bytes()).collect());
+        }
+        Scheme::BflNvfp4 => {
+            let mut w = vec![0u8; x.len() / 2];
+            let mut scales = vec![0u8; x.len() / nvfp4::BLOCK as usize];
+            let global = packed::nvfp4::bfl_global(stat.amax);
+            packed::nvfp4::bfl_rows(x, k, global, &mut w, &mut scales);
+            out.extend([w, scales, Vec::new(), Vec::new()]);
+        }
+        Scheme::ComfyNvfp4 => {
+            let mut w = vec![0u8; x.len() / 2];
+            let mut scales = vec![0u8; x.len() / nvfp4::BLOCK as usize];
+            let global = packed::nvfp4::comfy_global(stat.amax);
+            packed::nvfp4::comfy_rows(x, k, global, &mut w, &mut scales);
+            // The run starts at a multiple of 128 rows (`granule`): whole tiles, padding zero.
+            let tile = (nvfp4::TILE_ROWS * nvfp4::swizzled_shape(0, k as u64)[1]) as usize;
+            let mut swizzled = vec![0u8; rows.div_ceil(nvfp4::TILE_ROWS as usize) * tile];
+            nvfp4::swizzle(&scales, k as u64, &mut swizzled);
+            out.extend([w, swizzled, Vec::new(), Vec::new()]);
         }
     }
 }

@@ -64,8 +64,9 @@ fn family(s: Scheme) -> &'static str {
         }
         Scheme::Bitnet => "bitnet",
         Scheme::Nf4 { .. } => "nf4",
-        Scheme::ComfyFp8 { .. } => "comfy",
-        Scheme::BflFp8 => "bfl",
+        // Their runtimes read each layer's format (ComfyUI's marker, diffusers' weight_scale_2).
+        Scheme::ComfyFp8 { .. } | Scheme::ComfyNvfp4 => "comfy",
+        Scheme::BflFp8 | Scheme::BflNvfp4 => "bfl",
     }
 }
 

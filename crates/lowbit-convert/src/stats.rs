@@ -1,6 +1,6 @@
 //! The first pass some schemes need: a statistic of the whole weight before any of it can be
-//! quantized (a per-tensor ternary or BitNet γ, ComfyUI's per-tensor amax, NF4's
-//! double-quantization offset, the mean of every block's absmax).
+//! quantized (a per-tensor ternary or BitNet γ, the per-tensor amax of ComfyUI FP8 and of both
+//! NVFP4 layouts, NF4's double-quantization offset, the mean of every block's absmax).
 //!
 //! Tasks are cut at fixed element boundaries and their partial results combined in order, so
 //! the statistic does not depend on the thread count.

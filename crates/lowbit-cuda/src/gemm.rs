@@ -185,6 +185,9 @@ pub fn kernels_for(w: &Weight<'_>, n: u64, k: u64) -> Result<Vec<Kernel>, Error>
                 false,
             ),
             Scheme::BflFp8 => fp8(Fp8Format::E4M3, ["bfl_fp8"; 2], ["w8a8_bfl"; 2], true),
+            Scheme::ComfyNvfp4 | Scheme::BflNvfp4 => {
+                return unsupported("NVFP4 has no kernel yet".into());
+            }
             Scheme::Svdq { act4, rank, .. } => {
                 need(64, "SVDQuant")?;
                 vec![Kernel {

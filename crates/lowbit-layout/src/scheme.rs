@@ -85,6 +85,12 @@ pub enum Scheme {
     },
     /// BFL's `fp8r`: E4M3 with one FP32 scale per row, as diffusers' `bfl` quantizer loads.
     BflFp8,
+    /// ComfyUI's NVFP4 (`formats/nvfp4.md`): E2M1 high nibble first, swizzled E4M3 block
+    /// scales of 16, a per-tensor `weight_scale_2` and a `comfy_quant` marker.
+    ComfyNvfp4,
+    /// BFL's `nvfp4` (the ModelOpt layout diffusers' `bfl` quantizer loads): E2M1 low nibble
+    /// first, row-major E4M3 block scales of 16, `weight_scale_2` and `input_scale`.
+    BflNvfp4,
     /// SVDQuant (`formats/svdq.md`): smoothing, a low-rank branch and an int4 g64 residual,
     /// in comfy-kitchen's natural layout.
     Svdq {
@@ -134,7 +140,7 @@ pub const NF4_NESTED_BLOCK: u64 = 256;
 
 impl Scheme {
     /// Every scheme name [`Scheme::parse`] accepts, for messages.
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 16] = [
         "ternary",
         "ternary:tensor",
         "bitnet",
@@ -147,6 +153,8 @@ impl Scheme {
         "comfy:fp8",
         "comfy:fp8:e5m2",
         "bfl:fp8",
+        "comfy:nvfp4",
+        "bfl:nvfp4",
         "svdq-w4a4",
         "svdq-w4a16",
     ];
@@ -193,6 +201,7 @@ impl Scheme {
             "fp8" if only(&["e4m3", "e5m2"]) && opts.len() <= 1 => {
                 Scheme::Fp8 { format: fp8_format(&opts) }
             }
+            "comfy" if opts == ["nvfp4"] => Scheme::ComfyNvfp4,
             "comfy" if opts.first() == Some(&"fp8") && opts.len() <= 2 => {
                 let rest = &opts[1..];
                 if !rest.iter().all(|o| ["e4m3", "e5m2"].contains(o)) {
@@ -201,6 +210,7 @@ impl Scheme {
                 Scheme::ComfyFp8 { format: fp8_format(rest) }
             }
             "bfl" if opts == ["fp8"] => Scheme::BflFp8,
+            "bfl" if opts == ["nvfp4"] => Scheme::BflNvfp4,
             "svdq-w4a4" | "svdq-w4a16" => {
                 let (mut rank, mut groups) = (32u16, 1u16);
                 for o in &opts {
@@ -237,6 +247,12 @@ impl Scheme {
             Scheme::Int4 { group, .. } if !k.is_multiple_of(u64::from(group)) => {
                 unfit(format!("row length {k} is not a multiple of the group size {group}"))
             }
+            Scheme::BflNvfp4 | Scheme::ComfyNvfp4 if !k.is_multiple_of(crate::nvfp4::BLOCK) => {
+                unfit(format!("row length {k} is not a multiple of the NVFP4 block 16"))
+            }
+            Scheme::ComfyNvfp4 if !n.is_multiple_of(crate::nvfp4::BLOCK) => unfit(format!(
+                "{n} rows are not a multiple of 16 (ComfyUI pads them, and a padded file no longer states the weight's shape)"
+            )),
             Scheme::Svdq { .. } if !k.is_multiple_of(crate::svdq::GROUP) => {
                 unfit(format!("row length {k} is not a multiple of the group size 64"))
             }
@@ -309,6 +325,18 @@ impl Scheme {
             Scheme::BflFp8 => {
                 vec![s("weight", Dtype::F8E4M3, &[n, k]), s("weight_scale", Dtype::F32, &[n])]
             }
+            Scheme::ComfyNvfp4 => vec![
+                s("weight", Dtype::U8, &[n, k / 2]),
+                s("weight_scale", Dtype::F8E4M3, &crate::nvfp4::swizzled_shape(n, k)),
+                s("weight_scale_2", Dtype::F32, &[]),
+                s("comfy_quant", Dtype::U8, &[crate::nvfp4::comfy_marker().len() as u64]),
+            ],
+            Scheme::BflNvfp4 => vec![
+                s("weight", Dtype::U8, &[n, k / 2]),
+                s("weight_scale", Dtype::F8E4M3, &[n, k / crate::nvfp4::BLOCK]),
+                s("weight_scale_2", Dtype::F32, &[]),
+                s("input_scale", Dtype::F32, &[]),
+            ],
             Scheme::Svdq { rank, groups, .. } => {
                 let r = u64::from(rank);
                 let shapes: [(Dtype, Vec<u64>); 5] = [
@@ -365,6 +393,8 @@ impl Scheme {
                 crate::fp8::decode_comfy(stored, format, n, k, rows, out)
             }
             Scheme::BflFp8 => crate::fp8::decode_bfl(stored, n, k, rows, out),
+            Scheme::ComfyNvfp4 => crate::nvfp4::decode_comfy(stored, n, k, rows, out),
+            Scheme::BflNvfp4 => crate::nvfp4::decode_bfl(stored, n, k, rows, out),
             Scheme::Svdq { rank, groups, .. } => {
                 crate::svdq::decode(stored, rank, groups, n, k, rows, out)
             }
@@ -379,6 +409,8 @@ impl Scheme {
             Scheme::Ternary { scale: ScaleGranularity::Tensor }
                 | Scheme::Bitnet
                 | Scheme::ComfyFp8 { .. }
+                | Scheme::ComfyNvfp4
+                | Scheme::BflNvfp4
                 | Scheme::Nf4 { double_quant: true }
         )
     }
@@ -401,6 +433,8 @@ impl fmt::Display for Scheme {
             Scheme::ComfyFp8 { format: Fp8Format::E4M3 } => f.write_str("comfy:fp8"),
             Scheme::ComfyFp8 { format: Fp8Format::E5M2 } => f.write_str("comfy:fp8:e5m2"),
             Scheme::BflFp8 => f.write_str("bfl:fp8"),
+            Scheme::ComfyNvfp4 => f.write_str("comfy:nvfp4"),
+            Scheme::BflNvfp4 => f.write_str("bfl:nvfp4"),
             Scheme::Svdq { act4, rank, groups } => {
                 f.write_str(if *act4 { "svdq-w4a4" } else { "svdq-w4a16" })?;
                 if *rank != 32 {
@@ -434,6 +468,8 @@ mod tests {
             Scheme::ComfyFp8 { format: Fp8Format::E4M3 },
             Scheme::ComfyFp8 { format: Fp8Format::E5M2 },
             Scheme::BflFp8,
+            Scheme::ComfyNvfp4,
+            Scheme::BflNvfp4,
             Scheme::Svdq { act4: true, rank: 32, groups: 1 },
             Scheme::Svdq { act4: false, rank: 16, groups: 4 },
         ];
@@ -450,6 +486,9 @@ mod tests {
             "int4:x",
             "ternary:row",
             "bfl:fp8:e5m2",
+            "bfl:nvfp4:e4m3",
+            "comfy:nvfp4:e5m2",
+            "nvfp4",
             "comfy",
             "fp8:e4m3:e5m2",
             "svdq-w4a4:r0",
@@ -468,5 +507,8 @@ mod tests {
         let i = Scheme::Int4 { group: 64, asym: false };
         assert!(i.fits(1, 128).is_ok() && i.fits(1, 96).is_err());
         assert!(Scheme::Nf4 { double_quant: true }.fits(3, 33).is_ok());
+        assert!(Scheme::BflNvfp4.fits(3, 32).is_ok() && Scheme::BflNvfp4.fits(16, 24).is_err());
+        let c = Scheme::ComfyNvfp4;
+        assert!(c.fits(48, 80).is_ok() && c.fits(40, 32).is_err() && c.fits(16, 8).is_err());
     }
 }

@@ -48,39 +48,7 @@ impl<'a> Safetensors<'a> {
     /// # Errors
     /// Any [`Error`] variant; each names the offending tensor where there is one.
     pub fn parse(buf: &'a [u8]) -> Result<Self, Error> {
-        let len = buf.len() as u64;
-        let Some(len_bytes) = buf.first_chunk::<8>() else {
-            return Err(Error::TooShort { len });
-        };
-        let header_len = u64::from_le_bytes(*len_bytes);
-        if header_len > MAX_HEADER_LEN {
-            return Err(Error::HeaderTooLarge { header_len, limit: MAX_HEADER_LEN });
-        }
-        if header_len > len - 8 {
-            return Err(Error::HeaderPastEnd { header_len, available: len - 8 });
-        }
-        let data_start = 8 + header_len;
-        #[expect(clippy::cast_possible_truncation, reason = "bounded by buf.len()")]
-        let header = &buf[8..data_start as usize];
-        let text = std::str::from_utf8(header)
-            .map_err(|e| Error::HeaderNotUtf8 { offset: e.valid_up_to() as u64 })?;
-        let Entries(entries) = serde_json::from_str(text)
-            .map_err(|e| Error::HeaderNotJson { message: e.to_string() })?;
-
-        let mut seen = HashSet::with_capacity(entries.len());
-        let mut tensors = Vec::with_capacity(entries.len());
-        let mut metadata = BTreeMap::new();
-        for (name, value) in entries {
-            if !seen.insert(name.clone()) {
-                return Err(Error::DuplicateTensor { name });
-            }
-            if name == "__metadata__" {
-                metadata = parse_metadata(value)?;
-            } else {
-                tensors.push(parse_entry(name, &value)?);
-            }
-        }
-        check_layout(&mut tensors, len - data_start)?;
+        let Header { data_start, tensors, metadata } = Header::parse(buf, buf.len() as u64)?;
         Ok(Safetensors { buf, data_start, tensors, metadata })
     }
 
@@ -109,6 +77,65 @@ impl<'a> Safetensors<'a> {
         let range = (self.data_start + entry.data.start) as usize
             ..(self.data_start + entry.data.end) as usize;
         &self.buf[range]
+    }
+}
+
+/// A validated header, owning its entries: what [`Safetensors::parse`] checks, for a file whose
+/// data is not in memory (a zstd pack holds the header in its first frame and tells the file's
+/// length from its seek table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Absolute offset of the data section: 8 + the header length.
+    pub data_start: u64,
+    /// Tensors in data order (ascending offset).
+    pub tensors: Vec<TensorEntry>,
+    /// The string map under `__metadata__` (empty when absent).
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Header {
+    /// Parses the header at the start of `prefix` and checks it against a file of `file_len`
+    /// bytes: the header must lie within `prefix`, and the tensors must tile the rest of the
+    /// file exactly. Only `prefix` is read.
+    ///
+    /// # Errors
+    /// Any [`Error`] variant, as [`Safetensors::parse`].
+    pub fn parse(prefix: &[u8], file_len: u64) -> Result<Header, Error> {
+        // The bytes both the prefix and the file hold.
+        let available = file_len.min(prefix.len() as u64);
+        let Some(len_bytes) = prefix.first_chunk::<8>().filter(|_| available >= 8) else {
+            return Err(Error::TooShort { len: available });
+        };
+        let header_len = u64::from_le_bytes(*len_bytes);
+        if header_len > MAX_HEADER_LEN {
+            return Err(Error::HeaderTooLarge { header_len, limit: MAX_HEADER_LEN });
+        }
+        if header_len > available - 8 {
+            return Err(Error::HeaderPastEnd { header_len, available: available - 8 });
+        }
+        let data_start = 8 + header_len;
+        #[expect(clippy::cast_possible_truncation, reason = "bounded by prefix.len()")]
+        let header = &prefix[8..data_start as usize];
+        let text = std::str::from_utf8(header)
+            .map_err(|e| Error::HeaderNotUtf8 { offset: e.valid_up_to() as u64 })?;
+        let Entries(entries) = serde_json::from_str(text)
+            .map_err(|e| Error::HeaderNotJson { message: e.to_string() })?;
+
+        let mut seen = HashSet::with_capacity(entries.len());
+        let mut tensors = Vec::with_capacity(entries.len());
+        let mut metadata = BTreeMap::new();
+        for (name, value) in entries {
+            if !seen.insert(name.clone()) {
+                return Err(Error::DuplicateTensor { name });
+            }
+            if name == "__metadata__" {
+                metadata = parse_metadata(value)?;
+            } else {
+                tensors.push(parse_entry(name, &value)?);
+            }
+        }
+        check_layout(&mut tensors, file_len - data_start)?;
+        Ok(Header { data_start, tensors, metadata })
     }
 }
 

@@ -15,7 +15,9 @@
 mod error;
 mod header;
 mod layout;
+pub mod pack;
 
 pub use error::Error;
-pub use header::{MAX_HEADER_LEN, Safetensors, TensorEntry};
+pub use header::{Header, MAX_HEADER_LEN, Safetensors, TensorEntry};
 pub use layout::{Layout, LayoutError};
+pub use pack::{PackError, SeekTable, Span};

@@ -116,6 +116,20 @@ pub(crate) struct Report {
     pub(crate) by_type: Vec<Group>,
     pub(crate) by_block: Vec<Group>,
     pub(crate) metadata: BTreeMap<String, serde_json::Value>,
+    /// A zstd pack's sizes (formats/zstd.md); absent for other formats.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) zstd: Option<ZstdPack>,
+}
+
+/// What `inspect` shows of a zstd pack: read from its seek table, nothing decompressed.
+#[derive(Debug, Serialize)]
+pub(crate) struct ZstdPack {
+    /// The pack's size.
+    pub(crate) compressed_bytes: u64,
+    /// The safetensors file it holds.
+    pub(crate) raw_bytes: u64,
+    /// zstd frames: the header's and one per stored tensor.
+    pub(crate) frames: u64,
 }
 
 /// One logical weight: a dense tensor, or all the tensors of a packed layout.
@@ -269,6 +283,11 @@ impl Report {
             by_block,
             metadata,
             tensors,
+            zstd: ckpt.pack_info().map(|p| ZstdPack {
+                compressed_bytes: p.compressed_bytes,
+                raw_bytes: p.raw_bytes,
+                frames: p.frames as u64,
+            }),
         }
     }
 }

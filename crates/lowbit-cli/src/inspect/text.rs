@@ -80,6 +80,16 @@ pub(crate) fn render(r: &Report, with_tensors: bool) -> String {
     let files =
         if r.files.len() == 1 { String::new() } else { format!(" ({} files)", r.files.len()) };
     let _ = writeln!(out, "format        {}{files}", r.format);
+    if let Some(z) = &r.zstd {
+        let _ = writeln!(
+            out,
+            "zstd pack     {} holding {} of safetensors ({:.1}% smaller), {} frames",
+            human_bytes(z.compressed_bytes),
+            human_bytes(z.raw_bytes),
+            (1.0 - z.compressed_bytes as f64 / z.raw_bytes.max(1) as f64) * 100.0,
+            z.frames
+        );
+    }
     let naming = r.naming.map_or(String::new(), |n| format!(", {n} naming"));
     let prefix =
         if r.prefix.is_empty() { String::new() } else { format!(", prefix `{}`", r.prefix) };

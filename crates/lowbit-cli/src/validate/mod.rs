@@ -274,8 +274,8 @@ fn check_layer(
     let stored: Vec<&[u8]> = layer
         .stored
         .iter()
-        .map(|s| ckpt.tensor(s).map(|t| ckpt.raw(t)).unwrap_or_default())
-        .collect();
+        .map(|s| ckpt.tensor(s).map_or(Ok(&[][..]), |t| ckpt.try_raw(t)))
+        .collect::<Result<_, _>>()?;
     let main = ckpt.tensor(&layer.name).or_else(|| ckpt.tensor(&layer.stored[0]));
     let w = match (layer.scheme, main.map(|t| t.ty)) {
         (Some(scheme), _) if layer.is_packed() => Weight::Packed { scheme, stored: &stored },
