@@ -520,13 +520,9 @@ mod tests {
         assert!(e.to_string().contains("code 3"), "{e}");
     }
 
-    /// The svdq tests' [2, 64] layer of rank 1: codes 1 in row 0 and −2 in row 1, scale 0.5,
-    /// λ = 2, down = 1/64, up = [1, −1].
-    fn svdq_layer() -> Vec<Vec<u8>> {
-        let mut q = vec![0x11u8; 32];
-        q.extend(vec![0xeeu8; 32]);
-        vec![q, bf(&[0.5, 0.5]), bf(&[2.0; 64]), bf(&[1.0 / 64.0; 64]), bf(&[1.0, -1.0])]
-    }
+    // The svdq tests' [2, 64] layer of rank 1: codes 1 in row 0 and −2 in row 1, scale 0.5,
+    // λ = 2, down = 1/64, up = [1, −1].
+    use crate::svdq::tests::layer as svdq_layer;
 
     #[test]
     fn svdq_by_hand() {

@@ -271,7 +271,7 @@ pub fn forward(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::{decode, decode_group, forward, quantize_token};
     use lowbit_dtype::f16::fp32_to_bf16;
 
@@ -280,8 +280,8 @@ mod tests {
     }
 
     /// A [2, 64] layer of rank 1: codes all 1 in row 0 and −2 in row 1, scale 0.5, λ = 2,
-    /// down = 1/64 everywhere, up = [1, −1].
-    fn layer() -> Vec<Vec<u8>> {
+    /// down = 1/64 everywhere, up = [1, −1] (also `gemm`'s tests' SVDQuant layer).
+    pub(crate) fn layer() -> Vec<Vec<u8>> {
         let mut q = vec![0x11u8; 32];
         q.extend(vec![0xeeu8; 32]);
         vec![q, bf(&[0.5, 0.5]), bf(&[2.0; 64]), bf(&[1.0 / 64.0; 64]), bf(&[1.0, -1.0])]
