@@ -34,9 +34,9 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
-/// The fixture's linear layers inside the blocks: BFL module path (no `.weight`) and K.
-fn block_linears() -> Vec<(String, u64)> {
-    safetensors_entries(&fixture())
+/// The linear layers inside the blocks of a BFL checkpoint: module path (no `.weight`) and K.
+fn block_linears(input: &Path) -> Vec<(String, u64)> {
+    safetensors_entries(input)
         .into_iter()
         .filter(|(n, e)| {
             e.shape.len() == 2
@@ -51,8 +51,17 @@ fn block_linears() -> Vec<(String, u64)> {
 /// one group, `[G, K]` otherwise); `k_of` may change a layer's K. Each group has its own
 /// outlier channels, so each group's λ differs.
 pub(crate) fn write_stats(path: &Path, groups: usize, k_of: &dyn Fn(&str, u64) -> u64) {
+    write_stats_of(&fixture(), path, groups, k_of);
+}
+
+/// [`write_stats`] with one group for the BFL checkpoint `input`.
+pub(crate) fn write_stats_for(input: &Path, path: &Path) {
+    write_stats_of(input, path, 1, &same_k);
+}
+
+fn write_stats_of(input: &Path, path: &Path, groups: usize, k_of: &dyn Fn(&str, u64) -> u64) {
     let mut tensors: Vec<Tensor> = Vec::new();
-    for (m, k) in block_linears() {
+    for (m, k) in block_linears(input) {
         let k = k_of(&m, k) as usize;
         let mut rng = Rng::for_name(7, &m);
         let mut v = Vec::with_capacity(groups * k);

@@ -11,7 +11,9 @@
 //! 4. BFL `fp8r`: an `F8_E4M3` `<m>.weight` with an `F32` `<m>.weight_scale` of one dimension;
 //! 5. BFL `nvfp4`: a `U8` `<m>.weight` matrix with a `<m>.weight_scale_2` (as diffusers tells
 //!    its two schemes apart);
-//! 6. a plain FP8 matrix (`F8_E4M3`/`F8_E5M2`, no companion) is scheme `fp8`, read as dense.
+//! 6. SDNQ `uint4`: a one-dimensional `U8` `<m>.weight` with `<m>.scale` and `<m>.zero_point`
+//!    (and `<m>.svd_up`, whose width is the rank), as `sdnq` saves a quantized `Linear`;
+//! 7. a plain FP8 matrix (`F8_E4M3`/`F8_E5M2`, no companion) is scheme `fp8`, read as dense.
 //!
 //! Whichever way a layout is recognised, its tensors must be exactly those
 //! [`Scheme::stored`] lists for the weight's logical shape, or the file is refused
@@ -154,6 +156,20 @@ impl Checkpoint {
                 && self.tensor(&format!("{module}.weight_scale_2")).is_some();
             if nvfp4 {
                 let layer = self.packed_layer(&t.name, Scheme::BflNvfp4)?;
+                claim(layer, &mut packed, &mut companions);
+                continue;
+            }
+            let sdnq = t.ty == StorageType::Dense(Dtype::U8)
+                && t.shape.len() == 1
+                && self.tensor(&format!("{module}.scale")).is_some()
+                && self.tensor(&format!("{module}.zero_point")).is_some();
+            if sdnq {
+                let up = self.tensor(&format!("{module}.svd_up"));
+                let rank = up.and_then(|u| u.shape.get(1).copied()).unwrap_or(0);
+                let rank = u16::try_from(rank).map_err(|_| {
+                    self.unknown(t, format!("SDNQ rank {rank} of `{module}.svd_up` is too large"))
+                })?;
+                let layer = self.packed_layer(&t.name, Scheme::Sdnq { rank })?;
                 claim(layer, &mut packed, &mut companions);
                 continue;
             }
@@ -340,6 +356,9 @@ impl Checkpoint {
             tensor: weight.name.clone(),
             reason,
         };
+        if let Scheme::Sdnq { .. } = scheme {
+            return self.sdnq_shape(weight, module);
+        }
         if let Scheme::Nf4 { .. } = scheme {
             let state_name = format!("{module}{NF4_STATE}");
             let Some(state) = self.tensor(&state_name) else {
@@ -368,6 +387,37 @@ impl Checkpoint {
         };
         let (Some(n), Some(k)) = (n, k) else {
             return Err(bad(format!("shape {:?} overflows as {scheme}", weight.shape)));
+        };
+        Ok((n, k, Dtype::BF16, None))
+    }
+
+    /// SDNQ's logical `[N, K]`: N from `<m>.scale`'s first dimension, K from the flat
+    /// weight's `N·K/2` bytes.
+    fn sdnq_shape(
+        &self,
+        weight: &Tensor,
+        module: &str,
+    ) -> Result<(u64, u64, Dtype, Option<f32>), Error> {
+        let bad = |reason: String| Error::Layout {
+            path: self.file_of(weight).to_owned(),
+            tensor: weight.name.clone(),
+            reason,
+        };
+        let scale_name = format!("{module}.scale");
+        let Some(scale) = self.tensor(&scale_name) else {
+            return Err(bad(format!("SDNQ needs `{scale_name}`, which is missing")));
+        };
+        let ([bytes], Some(&n)) = (&weight.shape[..], scale.shape.first()) else {
+            return Err(bad(format!(
+                "an SDNQ weight is flat with a `{scale_name}` of rows, not {:?} and {:?}",
+                weight.shape, scale.shape
+            )));
+        };
+        let k = bytes.checked_mul(2).filter(|_| n > 0).map(|e| (e / n, e % n));
+        let Some((k, 0)) = k else {
+            return Err(bad(format!(
+                "{bytes} bytes of codes are not {n} whole rows (`{scale_name}` has {n})"
+            )));
         };
         Ok((n, k, Dtype::BF16, None))
     }

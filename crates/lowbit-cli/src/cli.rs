@@ -134,7 +134,8 @@ pub(crate) struct ConvertArgs {
     /// Target: gguf:TYPE with TYPE one of f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k q4_k q5_k
     /// q6_k tq1_0 tq2_0, or a mix q3_k_m q4_k_m q5_k_m; or a safetensors layout: ternary,
     /// bitnet, int4, nf4, fp8, comfy:fp8, bfl:fp8, comfy:nvfp4, bfl:nvfp4, svdq-w4a4,
-    /// svdq-w4a16 (formats/*.md).
+    /// svdq-w4a16 (formats/*.md); or svdq-w4a4 re-laid for a runtime: nunchaku:int4 (Nunchaku's
+    /// single file), nunchaku-lite:int4 (diffusers' nunchaku_lite model folder).
     #[arg(long, value_name = "TARGET")]
     pub(crate) to: Option<String>,
     /// A named recipe: flux-ternary, flux-int4, flux-nf4, flux-fp8 (see --print-recipe).

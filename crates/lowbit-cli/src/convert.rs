@@ -86,8 +86,21 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
     for r in &plan.unmatched_rules {
         output::note(&format!("warning: the rule `{r}` matches no tensor"));
     }
-    let folder = lowbit_convert::writes_folder(&plan, &recipe.target, out_arg);
-    let out = lowbit_convert::weights_path(&plan, &recipe.target, out_arg);
+    let lite = recipe.export == Some(lowbit_convert::Export::NunchakuLite);
+    let lite_folder =
+        lite && !out_arg.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    let folder = lite_folder || lowbit_convert::writes_folder(&plan, &recipe.target, out_arg);
+    let out = if lite_folder {
+        out_arg.join(lowbit_convert::MODEL_FILE)
+    } else {
+        lowbit_convert::weights_path(&plan, &recipe.target, out_arg)
+    };
+    if let (Some(e), Some(given)) = (recipe.export, args.compress.as_deref()) {
+        return Err(anyhow::Error::new(Usage(format!(
+            "--compress {given}: {} writes the file its runtime loads, which reads no zstd pack; compress the result separately",
+            e.name()
+        ))));
+    }
     if let (Some(_), Some(given)) = (zstd, args.compress.as_deref()) {
         lowbit_convert::check_zstd(&plan, &recipe.target, folder, given, out_arg)?;
         check_pack_output(&ckpt, &out, &recipe.target, args.force_extension)?;
@@ -102,7 +115,9 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
         .input
         .file_name()
         .map_or_else(|| args.input.display().to_string(), |n| n.to_string_lossy().into_owned());
-    let config = if folder {
+    let config = if lite_folder {
+        Some(lowbit_convert::lite_config(&plan, &recipe)?)
+    } else if folder {
         Some(lowbit_convert::diffusers_config(&ckpt, &plan, &recipe.target)?)
     } else {
         None
@@ -111,6 +126,9 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
         Target::Gguf { .. } => {
             let layout = lowbit_convert::layout(&plan, &metadata(&plan, &recipe, &source_name))?;
             layout.header.len() as u64 + layout.data_len
+        }
+        Target::Packed(_) if recipe.export.is_some() => {
+            lowbit_convert::check_export(&plan, &recipe, &source_name)?
         }
         Target::Packed(_) => {
             lowbit_convert::packed_file_bytes(&plan, &recipe, &source_name, Some(&svdq))?
@@ -175,7 +193,7 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
         }
         (Target::Gguf { .. }, _) => write_gguf(&ckpt, &plan, &recipe, &out, &opts),
         (Target::Packed(_), None) => {
-            lowbit_convert::write_packed(&ckpt, &plan, &recipe, &out, &opts)
+            lowbit_convert::write_export(&ckpt, &plan, &recipe, &out, &opts)
         }
     };
     // Cleared on failure too, so that the error is the last thing on the terminal.
@@ -318,7 +336,7 @@ fn check_folder(dir: &std::path::Path, ckpt: &Checkpoint) -> anyhow::Result<()> 
             Ok(())
         }
         Ok(_) => Err(anyhow::anyhow!(
-            "{}: not a directory (NF4 in diffusers names writes a model folder; end -o in .safetensors for one file)",
+            "{}: not a directory (NF4 in diffusers names and SDNQ write a model folder; end -o in .safetensors for one file)",
             dir.display()
         )),
         Err(_) => {
@@ -389,7 +407,7 @@ fn render_plan(plan: &Plan, recipe: &Recipe, file_bytes: u64) -> String {
         plan.data_bytes(),
         file_bytes,
         plan.data_bytes() as f64 * 8.0 / params.max(1) as f64,
-        recipe.target.name(),
+        recipe.target_name(),
         match plan.naming {
             OutputNaming::Bfl => "bfl",
             OutputNaming::Diffusers => "diffusers",

@@ -95,6 +95,14 @@ pub enum Error {
         /// The extension expected (`gguf`).
         extension: &'static str,
     },
+    /// An SDNQ target for BFL names or a checkpoint that is not FLUX.
+    #[error("{}: {reason}", file.display())]
+    Sdnq {
+        /// The input.
+        file: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// `--names diffusers` for a checkpoint that is not FLUX.
     #[error("{}: --names diffusers needs a FLUX checkpoint, and none was detected", file.display())]
     NotFlux {
@@ -330,6 +338,7 @@ impl Error {
                 | Error::TooManyThreads { .. }
                 | Error::OutputExtension { .. }
                 | Error::NotFlux { .. }
+                | Error::Sdnq { .. }
                 | Error::Svdq { .. }
                 | Error::Compress { .. }
         )

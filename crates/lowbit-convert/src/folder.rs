@@ -1,6 +1,7 @@
-//! The diffusers model folder an NF4 conversion writes for diffusers names: the weights as
-//! `diffusion_pytorch_model.safetensors` and a `config.json` whose `quantization_config` makes
-//! `FluxTransformer2DModel.from_pretrained` load them as bitsandbytes 4-bit.
+//! The diffusers model folder an NF4 conversion writes for diffusers names, and an SDNQ one
+//! always: the weights as `diffusion_pytorch_model.safetensors` and a `config.json` whose
+//! `quantization_config` makes `FluxTransformer2DModel.from_pretrained` load them as
+//! bitsandbytes 4-bit or through `sdnq`.
 
 use crate::Error;
 use crate::plan::Plan;
@@ -24,7 +25,7 @@ pub fn weights_path(plan: &Plan, target: &Target, out: &Path) -> PathBuf {
 /// Whether the output is a diffusers folder.
 #[must_use]
 pub fn writes_folder(plan: &Plan, target: &Target, out: &Path) -> bool {
-    matches!(target, Target::Packed(Scheme::Nf4 { .. }))
+    matches!(target, Target::Packed(Scheme::Nf4 { .. } | Scheme::Sdnq { .. }))
         && plan.naming == crate::OutputNaming::Diffusers
         && !out.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
 }
@@ -121,6 +122,9 @@ pub fn diffusers_config(ckpt: &Checkpoint, plan: &Plan, target: &Target) -> Resu
                 "quant_method": "bitsandbytes",
             }),
         );
+    }
+    if let Target::Packed(Scheme::Sdnq { rank }) = target {
+        cfg.insert("quantization_config".into(), crate::sdnq::quantization_config(plan, *rank));
     }
     let mut text = serde_json::to_string_pretty(&Value::Object(cfg)).unwrap_or_default();
     text.push('\n');

@@ -17,10 +17,12 @@ mod calib;
 mod error;
 mod folder;
 mod logical;
+mod nunchaku;
 mod output;
 mod packed;
 mod plan;
 mod recipe;
+mod sdnq;
 mod stats;
 mod svdq;
 mod write;
@@ -31,11 +33,12 @@ pub use calib::Calibration;
 pub use error::Error;
 pub use folder::{MODEL_FILE, diffusers_config, weights_path, writes_folder};
 pub use logical::Part;
+pub use nunchaku::{check_export, lite_config, write_export};
 pub use output::{check_output, check_pack_output};
 pub use packed::{packed_file_bytes, packed_metadata, write_packed};
 pub use plan::dense_dtype;
 pub use plan::{OutputNaming, Plan, PlannedTensor, Reason};
-pub use recipe::{Mix, PRESETS, Recipe, Rule, RuleType, SchemeOptions, Target, preset};
+pub use recipe::{Export, Mix, PRESETS, Recipe, Rule, RuleType, SchemeOptions, Target, preset};
 pub use svdq::{LayerReport, SvdqOptions, check_svdq};
 pub use write::{
     CHUNK_BYTES, MAX_THREADS, Options, Written, layout, metadata, preallocate, write_gguf,

@@ -107,6 +107,10 @@ pub fn packed_metadata(
     if recipe.target == Target::Packed(Scheme::Bitnet) {
         m.push(("quantization_config".to_owned(), lowbit_layout::bitnet::quantization_config()));
     }
+    if let Target::Packed(Scheme::Sdnq { rank }) = recipe.target {
+        let config = crate::sdnq::quantization_config(plan, rank).to_string();
+        m.push(("quantization_config".to_owned(), config));
+    }
     m
 }
 
@@ -154,6 +158,8 @@ fn granule(scheme: Option<Scheme>, k: u64) -> u64 {
         Some(Scheme::Nf4 { double_quant: true }) => NF4_BLOCK * NF4_NESTED_BLOCK,
         // Whole tiles of swizzled block scales.
         Some(Scheme::ComfyNvfp4) => return nvfp4::TILE_ROWS,
+        // Codes run on across rows: an odd row length needs pairs of rows.
+        Some(Scheme::Sdnq { .. }) => return if k % 2 == 1 { 2 } else { 1 },
         _ => return 1,
     };
     align / gcd(align, k.max(1))
@@ -178,11 +184,12 @@ fn unit_offset(scheme: Scheme, j: usize, k: u64, u0: u64) -> Option<u64> {
     Some(match (scheme, j) {
         (_, 0) => match scheme {
             Scheme::Ternary { .. } => u0 * k / 4,
-            Scheme::Int4 { .. } | Scheme::Nf4 { .. } => u0 * k / 2,
+            Scheme::Int4 { .. } | Scheme::Nf4 { .. } | Scheme::Sdnq { .. } => u0 * k / 2,
             Scheme::BflNvfp4 | Scheme::ComfyNvfp4 => u0 * k / 2,
             _ => u0 * k,
         },
         (Scheme::BflNvfp4, 1) => u0 * k / nvfp4::BLOCK,
+        (Scheme::Sdnq { rank: 0 }, 1 | 2) => u0 * lowbit_layout::sdnq::groups(k, 64).1 * 4,
         // `u0` is a multiple of 128: the tiles before it, each 128 rows of the padded width.
         (Scheme::ComfyNvfp4, 1) => u0 * nvfp4::swizzled_shape(0, k)[1],
         (Scheme::Ternary { scale: lowbit_layout::ScaleGranularity::Channel }, 1) => u0 * 2,
@@ -332,6 +339,7 @@ fn encode(t: &PlannedTensor, x: &[f32], stat: &Stat, out: &mut Vec<Vec<u8>>) {
             out.extend([w, Vec::new(), Vec::new()]);
         }
         Scheme::Svdq { .. } => unreachable!("SVDQuant layers are quantized whole (svdq.rs)"),
+        Scheme::Sdnq { rank } => out.extend(crate::sdnq::encode_rows(x, k, rank)),
         Scheme::BflFp8 => {
             let mut w = vec![0u8; x.len()];
             let mut scales = vec![0f32; rows];
@@ -514,11 +522,14 @@ pub fn write_packed(
             let offs = &layout.offsets[first..first + ents.len()];
             first += ents.len();
             let stat = stats[i];
-            if let Some(Scheme::Svdq { .. }) = t.scheme {
+            if let Some(Scheme::Svdq { .. } | Scheme::Sdnq { rank: 1.. }) = t.scheme {
                 if cancelled() {
                     return Err(Error::Cancelled);
                 }
-                let stored = pool.install(|| crate::svdq::quantize_layer(ckpt, t, svdq))?;
+                let stored = pool.install(|| match t.scheme {
+                    Some(Scheme::Sdnq { .. }) => crate::sdnq::quantize_layer(ckpt, t, svdq.seed),
+                    _ => crate::svdq::quantize_layer(ckpt, t, svdq),
+                })?;
                 let pieces = stored
                     .into_iter()
                     .zip(offs)

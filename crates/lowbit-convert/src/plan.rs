@@ -220,8 +220,9 @@ impl Plan {
         let is_flux = det.architecture == Architecture::Flux;
         // NF4 goes to diffusers (a model folder) when the input is diffusers-named.
         let naming = naming.unwrap_or(
-            if matches!(recipe.target, Target::Packed(Scheme::Nf4 { .. }))
-                && det.naming == Some(Naming::Diffusers)
+            if matches!(recipe.target, Target::Packed(Scheme::Sdnq { .. }))
+                || matches!(recipe.target, Target::Packed(Scheme::Nf4 { .. }))
+                    && det.naming == Some(Naming::Diffusers)
             {
                 OutputNaming::Diffusers
             } else {
@@ -229,6 +230,19 @@ impl Plan {
             },
         );
         let gguf = matches!(recipe.target, Target::Gguf { .. });
+        if let Target::Packed(s @ Scheme::Sdnq { .. }) = recipe.target {
+            let reason = if !is_flux {
+                "sdnq targets are FLUX transformers for diffusers, and no FLUX checkpoint was detected"
+            } else if naming == OutputNaming::Bfl {
+                "sdnq loads through diffusers' FluxTransformer2DModel, so it is written in diffusers names (drop --names bfl)"
+            } else {
+                ""
+            };
+            if !reason.is_empty() {
+                let reason = format!("{s}: {reason}");
+                return Err(Error::Sdnq { file: ckpt.path().to_owned(), reason });
+            }
+        }
         if naming == OutputNaming::Diffusers && !is_flux {
             return Err(Error::NotFlux { file: ckpt.path().to_owned() });
         }
@@ -383,6 +397,8 @@ fn policy_keeps(base: Scheme, bfl_name: &str, is_flux: bool) -> Option<&'static 
     match base {
         // diffusers quantizes every Linear with bitsandbytes.
         Scheme::Nf4 { .. } => None,
+        // sdnq's own skip keys decide (`sdnq_keeps`).
+        Scheme::Sdnq { .. } => None,
         Scheme::Fp8 { .. } => lowbit_layout::fp8::layerwise_casting_skips(bfl_name)
             .then_some("diffusers' layerwise casting skips it"),
         _ if is_flux && !in_blocks => {
@@ -390,6 +406,21 @@ fn policy_keeps(base: Scheme, bfl_name: &str, is_flux: bool) -> Option<&'static 
         }
         _ => None,
     }
+}
+
+/// What `sdnq` itself leaves at source precision (`formats/sdnq.md`): its FLUX skip keys
+/// (diffusers names) and `Linear`s under its minimum size.
+fn sdnq_keeps(base: Scheme, name: &str, shape: &[u64]) -> Option<&'static str> {
+    use lowbit_layout::sdnq;
+    if !matches!(base, Scheme::Sdnq { .. }) {
+        return None;
+    }
+    if sdnq::flux_skips(name) {
+        return Some("sdnq's FLUX skip keys (embedders, final layer, first single block's AdaLN)");
+    }
+    let small = shape.iter().product::<u64>() < sdnq::MIN_NUMEL
+        || shape.last().is_some_and(|&k| k < sdnq::MIN_ROW);
+    small.then_some("sdnq leaves Linears under 16384 elements or 32 columns unquantized")
 }
 
 fn choose_packed(
@@ -406,6 +437,8 @@ fn choose_packed(
     let (choice, reason) = if !matrix {
         (RuleType::Dense(keep), Reason::NotMatrix)
     } else if let Some(why) = policy_keeps(base, bfl_name, is_flux) {
+        (RuleType::Dense(keep), Reason::Policy(why))
+    } else if let Some(why) = sdnq_keeps(base, &t.name, &t.shape) {
         (RuleType::Dense(keep), Reason::Policy(why))
     } else if matches!(base, Scheme::Svdq { .. }) && is_flux && is_modulation(bfl_name) {
         (RuleType::Scheme(Scheme::Int4 { group: 64, asym: false }), Reason::Modulation)

@@ -33,6 +33,54 @@ pub enum Target {
     Packed(Scheme),
 }
 
+/// A runtime's own file that a packed target is re-laid into once quantized: the values are
+/// the target's, only the layout, the names and the metadata change (`formats/nunchaku.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Export {
+    /// `nunchaku:int4`: Nunchaku's single-file SVDQuant INT4 checkpoint.
+    Nunchaku,
+    /// `nunchaku-lite:int4`: diffusers' `nunchaku_lite` model folder.
+    NunchakuLite,
+}
+
+impl Export {
+    /// The names `--to` accepts.
+    pub const NAMES: [&'static str; 2] = ["nunchaku:int4", "nunchaku-lite:int4"];
+
+    /// The target as `--to` and recipes write it.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Export::Nunchaku => Export::NAMES[0],
+            Export::NunchakuLite => Export::NAMES[1],
+        }
+    }
+
+    /// Parses `nunchaku:int4` or `nunchaku-lite:int4` (case-insensitive); `None` for other
+    /// targets.
+    ///
+    /// # Errors
+    /// A Nunchaku family name with a precision lowbit does not write (`nunchaku:fp4`).
+    pub fn parse(s: &str) -> Result<Option<Export>, Error> {
+        let lower = s.to_ascii_lowercase();
+        let format = lower.split_once(':').map_or(lower.as_str(), |(f, _)| f);
+        if format != "nunchaku" && format != "nunchaku-lite" {
+            return Ok(None);
+        }
+        match Export::NAMES.iter().position(|n| *n == lower) {
+            Some(0) => Ok(Some(Export::Nunchaku)),
+            Some(_) => Ok(Some(Export::NunchakuLite)),
+            None => Err(unknown("target", s, Export::NAMES.map(String::from).to_vec())),
+        }
+    }
+
+    /// The packed target whose values the export re-lays: SVDQuant W4A4, rank 32 (Nunchaku's).
+    #[must_use]
+    pub fn base(self) -> Target {
+        Target::Packed(Scheme::Svdq { act4: true, rank: 32, groups: 1 })
+    }
+}
+
 /// A rule's type: a ggml type (GGUF targets), a dense type or a scheme (packed targets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuleType {
@@ -67,6 +115,9 @@ fn family(s: Scheme) -> &'static str {
         // Their runtimes read each layer's format (ComfyUI's marker, diffusers' weight_scale_2).
         Scheme::ComfyFp8 { .. } | Scheme::ComfyNvfp4 => "comfy",
         Scheme::BflFp8 | Scheme::BflNvfp4 => "bfl",
+        // One global `quantization_config`: uint4 with or without SVD, never both.
+        Scheme::Sdnq { rank: 0 } => "sdnq:uint4",
+        Scheme::Sdnq { .. } => "sdnq:uint4-svd",
     }
 }
 
@@ -212,6 +263,11 @@ impl Target {
                 if family(*base) != family(s) {
                     return Err(refuse(format!(
                         "{s} cannot share a file with {base}: runtimes load one layout per file"
+                    )));
+                }
+                if matches!(base, Scheme::Sdnq { .. }) && *base != s {
+                    return Err(refuse(format!(
+                        "{s} cannot share a file with {base}: sdnq's quantization_config is one for the whole model"
                     )));
                 }
                 let bare = !given.contains(':');
@@ -450,8 +506,10 @@ impl Target {
 /// Everything that decides the output types.
 #[derive(Debug, Clone)]
 pub struct Recipe {
-    /// Target.
+    /// Target (for an export, the packed target whose values it re-lays).
     pub target: Target,
+    /// The runtime file the target's values are re-laid into, if any.
+    pub export: Option<Export>,
     /// Rules in order; the last one that matches a tensor wins.
     pub rules: Vec<Rule>,
 }
@@ -511,7 +569,12 @@ impl Recipe {
             None => RecipeFile { to: None, rules: Vec::new() },
         };
         let to = to.or(file.to.as_deref()).ok_or(Error::NoTarget)?;
-        let target = Target::parse(to)?.with_options(options)?;
+        let export = Export::parse(to)?;
+        let target = match export {
+            Some(e) => e.base(),
+            None => Target::parse(to)?,
+        }
+        .with_options(options)?;
         let mut rules = Vec::new();
         for r in &file.rules {
             rules.push(Rule::new(&r.pattern, &r.ty)?);
@@ -523,14 +586,14 @@ impl Recipe {
             let given = r.ty_source.clone();
             r.ty = target.resolve(r.ty, &given)?;
         }
-        Ok(Recipe { target, rules })
+        Ok(Recipe { target, export, rules })
     }
 
     /// The recipe as TOML, in the format [`Recipe::build`] reads: stored in the output as
     /// `lowbit.recipe` so a file can be reproduced.
     #[must_use]
     pub fn to_toml(&self) -> String {
-        let mut s = format!("to = \"{}\"\n", self.target.name());
+        let mut s = format!("to = \"{}\"\n", self.target_name());
         for r in &self.rules {
             let _ = write!(
                 s,
@@ -540,6 +603,12 @@ impl Recipe {
             );
         }
         s
+    }
+
+    /// The target as `--to` writes it: the export's name, or the packed or GGUF target's.
+    #[must_use]
+    pub fn target_name(&self) -> String {
+        self.export.map_or_else(|| self.target.name(), |e| e.name().to_owned())
     }
 
     /// The last rule matching `name`, with its index.

@@ -188,35 +188,7 @@ pub fn write_zstd_pack(
 ) -> Result<PackWritten, Error> {
     crate::check_pack_output(ckpt, out, &recipe.target, opts.force_extension)?;
     let io = |e: io::Error| Error::Io { path: out.to_owned(), source: e };
-    let name = out.file_name().map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
-    // A killed run's plain file may be as large as this run's: gone before this one is written.
-    crate::atomic::remove_stale(parent_dir(out), &name).map_err(io)?;
-    // The plain file's name: a leftover of this output's, which the next run removes. Locked
-    // while this run uses it; `write_packed` renames its own file over it, and dropping `stage`
-    // removes whatever file then has the name.
-    let stage = tempfile::Builder::new()
-        .prefix(&format!(".{name}.lowbit-"))
-        .suffix(".partial")
-        .tempfile_in(parent_dir(out))
-        .map_err(|e| io(io::Error::from(e.kind())))?;
-    lock(stage.as_file());
-    let plain_opts = Options {
-        threads: opts.threads,
-        allow_non_finite: opts.allow_non_finite,
-        cancel: opts.cancel,
-        progress: opts.progress,
-        source_name: opts.source_name.clone(),
-        chunk_bytes: opts.chunk_bytes,
-        force_extension: true,
-        svdq: opts.svdq,
-    };
-    let written = crate::write_packed(ckpt, plan, recipe, stage.path(), &plain_opts).map_err(
-        |e| match e {
-            // Name the output the user asked for, never the temporary file.
-            Error::Io { source, .. } => Error::Io { path: out.to_owned(), source },
-            e => e,
-        },
-    )?;
+    let (stage, written) = stage_plain(ckpt, plan, recipe, out, opts)?;
     let plain = File::open(stage.path()).map_err(io)?;
     lock(&plain);
     let start = Instant::now();
@@ -282,8 +254,53 @@ pub fn write_zstd_pack(
     })
 }
 
+/// Writes the plain safetensors file of a conversion whose output `out` is made from it (a
+/// zstd pack, a runtime's export) to a temporary file beside `out`: a leftover of this
+/// output's, which the next run removes, locked while this run uses it. Dropping the returned
+/// file removes it.
+///
+/// # Errors
+/// As [`crate::write_packed`], with I/O errors naming `out`, never the temporary file.
+pub(crate) fn stage_plain(
+    ckpt: &Checkpoint,
+    plan: &Plan,
+    recipe: &Recipe,
+    out: &Path,
+    opts: &Options<'_>,
+) -> Result<(tempfile::NamedTempFile, Written), Error> {
+    let io = |e: io::Error| Error::Io { path: out.to_owned(), source: e };
+    let name = out.file_name().map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+    // A killed run's plain file may be as large as this run's: gone before this one is written.
+    crate::atomic::remove_stale(parent_dir(out), &name).map_err(io)?;
+    // `write_packed` renames its own file over `stage`'s name; dropping `stage` removes
+    // whatever file then has the name.
+    let stage = tempfile::Builder::new()
+        .prefix(&format!(".{name}.lowbit-"))
+        .suffix(".partial")
+        .tempfile_in(parent_dir(out))
+        .map_err(|e| io(io::Error::from(e.kind())))?;
+    lock(stage.as_file());
+    let plain_opts = Options {
+        threads: opts.threads,
+        allow_non_finite: opts.allow_non_finite,
+        cancel: opts.cancel,
+        progress: opts.progress,
+        source_name: opts.source_name.clone(),
+        chunk_bytes: opts.chunk_bytes,
+        force_extension: true,
+        svdq: opts.svdq,
+    };
+    let written = crate::write_packed(ckpt, plan, recipe, stage.path(), &plain_opts).map_err(
+        |e| match e {
+            Error::Io { source, .. } => Error::Io { path: out.to_owned(), source },
+            e => e,
+        },
+    )?;
+    Ok((stage, written))
+}
+
 /// Takes an exclusive `flock` on a temporary file, so that a concurrent run's cleanup of dead
 /// runs' leftovers keeps it; where locks are not supported, goes on without.
-fn lock(f: &File) {
+pub(crate) fn lock(f: &File) {
     let _ = rustix::fs::flock(f, rustix::fs::FlockOperation::NonBlockingLockExclusive);
 }

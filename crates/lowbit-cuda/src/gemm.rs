@@ -188,6 +188,7 @@ pub fn kernels_for(w: &Weight<'_>, n: u64, k: u64) -> Result<Vec<Kernel>, Error>
             Scheme::ComfyNvfp4 | Scheme::BflNvfp4 => {
                 return unsupported("NVFP4 has no kernel yet".into());
             }
+            Scheme::Sdnq { .. } => return unsupported("SDNQ has no kernel yet".into()),
             Scheme::Svdq { act4, rank, .. } => {
                 need(64, "SVDQuant")?;
                 vec![Kernel {

@@ -19,8 +19,10 @@ pub mod fp8;
 pub mod gemm;
 pub mod int4;
 pub mod nf4;
+pub mod nunchaku;
 pub mod nvfp4;
 mod scheme;
+pub mod sdnq;
 pub mod svdq;
 pub mod ternary;
 

@@ -101,6 +101,12 @@ pub enum Scheme {
         /// Timestep groups (ViDiT-Q): one λ and one residual per group.
         groups: u16,
     },
+    /// SDNQ's `uint4` (`formats/sdnq.md`): flat nibbles, F32 scale and zero point per group,
+    /// for diffusers' `sdnq` quantizer; `rank` > 0 adds the BF16 low-rank branch.
+    Sdnq {
+        /// Rank of the low-rank branch; 0 for none.
+        rank: u16,
+    },
 }
 
 /// One stored tensor of a scheme: its name is the weight's module path, a dot, and `suffix`
@@ -140,7 +146,7 @@ pub const NF4_NESTED_BLOCK: u64 = 256;
 
 impl Scheme {
     /// Every scheme name [`Scheme::parse`] accepts, for messages.
-    pub const NAMES: [&'static str; 16] = [
+    pub const NAMES: [&'static str; 18] = [
         "ternary",
         "ternary:tensor",
         "bitnet",
@@ -157,6 +163,8 @@ impl Scheme {
         "bfl:nvfp4",
         "svdq-w4a4",
         "svdq-w4a16",
+        "sdnq:uint4",
+        "sdnq:uint4-svd",
     ];
 
     /// Parses a canonical name (`int4:g128:asym`, `ternary:tensor`, `comfy:fp8`); see
@@ -226,6 +234,17 @@ impl Scheme {
                 }
                 Scheme::Svdq { act4: head == "svdq-w4a4", rank, groups }
             }
+            "sdnq" if opts.first() == Some(&"uint4") && opts.len() == 1 => Scheme::Sdnq { rank: 0 },
+            "sdnq" if opts.first() == Some(&"uint4-svd") && opts.len() <= 2 => {
+                let rank = match opts.get(1) {
+                    Some(o) => o.strip_prefix('r')?.parse().ok()?,
+                    None => 32,
+                };
+                if !(1..=crate::sdnq::MAX_RANK).contains(&rank) {
+                    return None;
+                }
+                Scheme::Sdnq { rank }
+            }
             _ => return None,
         })
     }
@@ -257,6 +276,12 @@ impl Scheme {
                 unfit(format!("row length {k} is not a multiple of the group size 64"))
             }
             Scheme::Svdq { rank, .. } if u64::from(rank) > n.min(k) => {
+                unfit(format!("rank {rank} exceeds the weight's shape [{n}, {k}]"))
+            }
+            Scheme::Sdnq { .. } if n.checked_mul(k).is_none_or(|e| e % 2 != 0) => {
+                unfit(format!("[{n}, {k}] has an odd number of elements (two codes per byte)"))
+            }
+            Scheme::Sdnq { rank } if u64::from(rank) > n.min(k) => {
                 unfit(format!("rank {rank} exceeds the weight's shape [{n}, {k}]"))
             }
             _ => Ok(()),
@@ -357,6 +382,7 @@ impl Scheme {
                     })
                     .collect()
             }
+            Scheme::Sdnq { rank } => crate::sdnq::stored(n, k, rank),
         }
     }
 
@@ -398,6 +424,7 @@ impl Scheme {
             Scheme::Svdq { rank, groups, .. } => {
                 crate::svdq::decode(stored, rank, groups, n, k, rows, out)
             }
+            Scheme::Sdnq { rank } => crate::sdnq::decode(stored, rank, n, k, rows, out),
         }
     }
 
@@ -445,6 +472,9 @@ impl fmt::Display for Scheme {
                 }
                 Ok(())
             }
+            Scheme::Sdnq { rank: 0 } => f.write_str("sdnq:uint4"),
+            Scheme::Sdnq { rank: 32 } => f.write_str("sdnq:uint4-svd"),
+            Scheme::Sdnq { rank } => write!(f, "sdnq:uint4-svd:r{rank}"),
         }
     }
 }
@@ -472,6 +502,9 @@ mod tests {
             Scheme::BflNvfp4,
             Scheme::Svdq { act4: true, rank: 32, groups: 1 },
             Scheme::Svdq { act4: false, rank: 16, groups: 4 },
+            Scheme::Sdnq { rank: 0 },
+            Scheme::Sdnq { rank: 32 },
+            Scheme::Sdnq { rank: 8 },
         ];
         for s in all {
             assert_eq!(Scheme::parse(&s.to_string()), Some(s), "{s}");
@@ -494,6 +527,10 @@ mod tests {
             "svdq-w4a4:r0",
             "svdq-w4a8",
             "svdq-w4a4:x",
+            "sdnq",
+            "sdnq:uint4:r8",
+            "sdnq:uint4-svd:r0",
+            "sdnq:int4",
         ] {
             assert_eq!(Scheme::parse(bad), None, "{bad}");
         }

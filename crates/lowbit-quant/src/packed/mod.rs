@@ -7,6 +7,7 @@ pub mod fp8;
 pub mod int4;
 pub mod nf4;
 pub mod nvfp4;
+pub mod sdnq;
 pub mod ternary;
 
 /// max |x|: NaN ignored, 0 for an empty (or all-NaN) `x`. Sixteen lanes of branch-free
