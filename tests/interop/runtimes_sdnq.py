@@ -38,10 +38,12 @@ from runtimes_diffusers import row_error  # noqa: E402
 from runtimes_nvfp4 import swapped_copy  # noqa: E402
 
 MODEL = "diffusion_pytorch_model.safetensors"
-# Measured on the full-width test model (seed 11) with diffusers_flux.py's inputs: see
-# formats/sdnq.md and the report this script prints; about 1.5 times the larger measurement.
+# Measured on the full-width test model (seed 11) with diffusers_flux.py's inputs, computing in
+# float32: output error 0.155 (uint4) and 0.156 (uint4-svd); largest relative row error 0.184
+# (uint4) and 0.107 (uint4-svd); bounds about 1.5 times those. The control (nibbles swapped in
+# all 19 packed weights) measures 1.11 at the output and at least 1.45 in every weight.
 OUTPUT_BOUND = 0.25
-ROW_BOUND = 0.2
+ROW_BOUND = 0.28
 # lowbit's decoder against sdnq's dequantizer (both f32, different operation order at most).
 DECODER_BOUND = 1e-6
 

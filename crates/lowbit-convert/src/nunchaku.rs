@@ -12,7 +12,7 @@ mod make;
 
 use crate::atomic::AtomicFile;
 use crate::plan::{Plan, PlannedTensor};
-use crate::recipe::{Export, Recipe};
+use crate::recipe::{Recipe, Target};
 use crate::write::{Options, Written};
 use crate::{Error, OutputNaming};
 use lowbit_checkpoint::Checkpoint;
@@ -24,6 +24,56 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::ops::Range;
 use std::path::Path;
+
+/// A runtime's own file that a packed target is re-laid into once quantized: the values are
+/// the target's, only the layout, the names and the metadata change (`formats/nunchaku.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Export {
+    /// `nunchaku:int4`: Nunchaku's single-file SVDQuant INT4 checkpoint.
+    Nunchaku,
+    /// `nunchaku-lite:int4`: diffusers' `nunchaku_lite` model folder.
+    NunchakuLite,
+}
+
+impl Export {
+    /// The names `--to` accepts.
+    pub const NAMES: [&'static str; 2] = ["nunchaku:int4", "nunchaku-lite:int4"];
+
+    /// The target as `--to` and recipes write it.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Export::Nunchaku => Export::NAMES[0],
+            Export::NunchakuLite => Export::NAMES[1],
+        }
+    }
+
+    /// Parses `nunchaku:int4` or `nunchaku-lite:int4` (case-insensitive); `None` for other
+    /// targets.
+    ///
+    /// # Errors
+    /// A Nunchaku family name with a precision lowbit does not write (`nunchaku:fp4`).
+    pub fn parse(s: &str) -> Result<Option<Export>, Error> {
+        let lower = s.to_ascii_lowercase();
+        let format = lower.split_once(':').map_or(lower.as_str(), |(f, _)| f);
+        if format != "nunchaku" && format != "nunchaku-lite" {
+            return Ok(None);
+        }
+        match Export::NAMES.iter().position(|n| *n == lower) {
+            Some(0) => Ok(Some(Export::Nunchaku)),
+            Some(_) => Ok(Some(Export::NunchakuLite)),
+            None => {
+                Err(crate::recipe::unknown("target", s, Export::NAMES.map(String::from).to_vec()))
+            }
+        }
+    }
+
+    /// The packed target whose values the export re-lays: SVDQuant W4A4, rank 32 (Nunchaku's).
+    #[must_use]
+    pub fn base(self) -> Target {
+        Target::Packed(Scheme::Svdq { act4: true, rank: 32, groups: 1 })
+    }
+}
 
 /// Nunchaku's INT4 runtime feeds post-GELU activations shifted by this and quantized unsigned.
 pub(crate) const FC2_SHIFT: f64 = 0.171_875;

@@ -2,6 +2,7 @@
 //! command line or a TOML recipe file (format in `formats/recipe.md`).
 
 use crate::Error;
+pub use crate::nunchaku::Export;
 use lowbit_dtype::GgmlType;
 use lowbit_layout::Scheme;
 use regex::Regex;
@@ -31,54 +32,6 @@ pub enum Target {
     },
     /// A safetensors file (or, for diffusers-named NF4, a diffusers model folder).
     Packed(Scheme),
-}
-
-/// A runtime's own file that a packed target is re-laid into once quantized: the values are
-/// the target's, only the layout, the names and the metadata change (`formats/nunchaku.md`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Export {
-    /// `nunchaku:int4`: Nunchaku's single-file SVDQuant INT4 checkpoint.
-    Nunchaku,
-    /// `nunchaku-lite:int4`: diffusers' `nunchaku_lite` model folder.
-    NunchakuLite,
-}
-
-impl Export {
-    /// The names `--to` accepts.
-    pub const NAMES: [&'static str; 2] = ["nunchaku:int4", "nunchaku-lite:int4"];
-
-    /// The target as `--to` and recipes write it.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Export::Nunchaku => Export::NAMES[0],
-            Export::NunchakuLite => Export::NAMES[1],
-        }
-    }
-
-    /// Parses `nunchaku:int4` or `nunchaku-lite:int4` (case-insensitive); `None` for other
-    /// targets.
-    ///
-    /// # Errors
-    /// A Nunchaku family name with a precision lowbit does not write (`nunchaku:fp4`).
-    pub fn parse(s: &str) -> Result<Option<Export>, Error> {
-        let lower = s.to_ascii_lowercase();
-        let format = lower.split_once(':').map_or(lower.as_str(), |(f, _)| f);
-        if format != "nunchaku" && format != "nunchaku-lite" {
-            return Ok(None);
-        }
-        match Export::NAMES.iter().position(|n| *n == lower) {
-            Some(0) => Ok(Some(Export::Nunchaku)),
-            Some(_) => Ok(Some(Export::NunchakuLite)),
-            None => Err(unknown("target", s, Export::NAMES.map(String::from).to_vec())),
-        }
-    }
-
-    /// The packed target whose values the export re-lays: SVDQuant W4A4, rank 32 (Nunchaku's).
-    #[must_use]
-    pub fn base(self) -> Target {
-        Target::Packed(Scheme::Svdq { act4: true, rank: 32, groups: 1 })
-    }
 }
 
 /// A rule's type: a ggml type (GGUF targets), a dense type or a scheme (packed targets).
@@ -148,7 +101,7 @@ fn type_names() -> Vec<String> {
 }
 
 /// The unknown-name error, with the closest valid name when it is close enough to be a typo.
-fn unknown(what: &'static str, given: &str, choices: Vec<String>) -> Error {
+pub(crate) fn unknown(what: &'static str, given: &str, choices: Vec<String>) -> Error {
     // Underscores are the usual slip (`q4km`, `q8-0`): compare without them first.
     let bare = |s: &str| s.to_ascii_lowercase().replace(['_', '-'], "");
     let lower = given.to_ascii_lowercase();
