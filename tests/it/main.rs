@@ -28,6 +28,7 @@ mod interop;
 mod naming;
 mod nf4;
 mod nunchaku;
+mod nunchaku_read;
 mod nvfp4;
 mod packed;
 mod quant_exact;

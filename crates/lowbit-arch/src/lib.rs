@@ -12,6 +12,7 @@
 mod block;
 mod detect;
 pub mod flux;
+pub mod nunchaku;
 
 pub use block::{Block, Stage, block_of};
 pub use detect::{Architecture, Detection, Naming, detect};

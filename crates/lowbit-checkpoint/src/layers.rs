@@ -257,7 +257,8 @@ impl Checkpoint {
                 rows.end - rows.start
             )));
         }
-        let bytes: Vec<&[u8]> = tensors.iter().map(|t| self.raw(t)).collect();
+        let bytes: Vec<&[u8]> =
+            tensors.iter().map(|t| self.try_raw(t)).collect::<Result<_, _>>()?;
         scheme.decode(&bytes, n, k, rows, out).map_err(|e| bad(format!("{scheme}: {e}")))
     }
 

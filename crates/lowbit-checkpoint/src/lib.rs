@@ -14,6 +14,7 @@ mod error;
 mod layers;
 mod open;
 mod pack;
+mod relay;
 mod rows;
 mod source;
 

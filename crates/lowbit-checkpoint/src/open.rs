@@ -247,13 +247,14 @@ impl Checkpoint {
     }
 
     /// Makes every stored tensor of `layer` ready to read: in a zstd pack, decompresses their
-    /// frames (each once), so that a damaged frame is reported here, naming its tensor, rather
-    /// than as a short read in [`Checkpoint::raw`]. Does nothing for other formats.
+    /// frames (each once); in a Nunchaku file, re-lays their layer; so that a damaged frame or
+    /// layer is reported here, naming its tensor, rather than as a short read in
+    /// [`Checkpoint::raw`]. Does nothing for other formats.
     ///
     /// # Errors
     /// As [`Checkpoint::try_raw`].
     pub fn prepare_layer(&self, layer: &crate::Layer) -> Result<(), Error> {
-        if self.format != Format::SafetensorsZstd {
+        if self.files.iter().all(|f| f.pack.is_none() && f.relaid.is_none()) {
             return Ok(());
         }
         for t in layer.stored.iter().filter_map(|n| self.tensor(n)) {
@@ -343,6 +344,9 @@ fn open_file(path: &Path) -> Result<Checkpoint, Error> {
         Some(Kind::Pack) => open_pack(src),
         Some(Kind::Safetensors) => {
             let (tensors, meta) = safetensors_tensors(&src, 0)?;
+            if let Some(flavor) = crate::relay::recognise(&tensors, &meta) {
+                return open_relaid(src, flavor, &tensors, &meta);
+            }
             Ok(empty(Format::Safetensors, vec![src], tensors, Metadata::Safetensors(meta)))
         }
         None => Err(Error::NotACheckpoint {
@@ -396,6 +400,32 @@ fn open_pack(mut src: Source) -> Result<Checkpoint, Error> {
         .collect();
     let metadata = Metadata::Safetensors(header.metadata);
     Ok(empty(Format::SafetensorsZstd, vec![src], tensors, metadata))
+}
+
+/// A Nunchaku file, read as the natural `svdq-w4a4` file it re-lays (`crate::relay`).
+fn open_relaid(
+    mut src: Source,
+    flavor: crate::relay::Flavor,
+    tensors: &[Tensor],
+    meta: &BTreeMap<String, String>,
+) -> Result<Checkpoint, Error> {
+    let (relaid, header) = crate::relay::Relaid::plan(&src, flavor, tensors, meta)?;
+    src.relaid = Some(relaid);
+    let tensors = header
+        .tensors
+        .iter()
+        .map(|t| Tensor {
+            name: t.name.clone(),
+            shape: t.shape.clone(),
+            ty: StorageType::Dense(t.dtype),
+            params: t.numel(),
+            bytes: t.data.end - t.data.start,
+            file: 0,
+            offset: header.data_start + t.data.start,
+        })
+        .collect();
+    let metadata = Metadata::Safetensors(header.metadata);
+    Ok(empty(Format::Safetensors, vec![src], tensors, metadata))
 }
 
 fn safetensors_tensors(

@@ -24,6 +24,8 @@ pub(crate) struct Source {
     bytes: Bytes,
     /// For a zstd pack: its frames and the decompressed tensors; reads go there.
     pub(crate) pack: Option<crate::pack::Unpacked>,
+    /// For a Nunchaku file: the natural file it is read as (`crate::relay`); reads go there.
+    pub(crate) relaid: Option<crate::relay::Relaid>,
 }
 
 #[derive(Debug)]
@@ -61,12 +63,15 @@ impl Source {
             // the `safetensors` Python package's included.
             Bytes::Mapped(unsafe { Mmap::map(&file) }.map_err(io)?)
         };
-        Ok(Source { path: path.to_owned(), id, file, bytes, pack: None })
+        Ok(Source { path: path.to_owned(), id, file, bytes, pack: None, relaid: None })
     }
 
     /// Reads `buf.len()` bytes at `offset` without going through the mapping; in a zstd pack,
     /// `offset` is in the decompressed file.
     pub(crate) fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        if let Some(r) = &self.relaid {
+            return r.read_at(self, offset, buf);
+        }
         match &self.pack {
             Some(p) => p.read_at(self, offset, buf),
             None => self.read_stored_at(offset, buf),
@@ -101,6 +106,9 @@ impl Source {
     /// Bytes `offset..offset + len` of the file (in a zstd pack, of the decompressed file,
     /// decompressing the frames they lie in first); `Ok(None)` when out of range.
     pub(crate) fn slice(&self, offset: u64, len: u64) -> Result<Option<&[u8]>, String> {
+        if let Some(r) = &self.relaid {
+            return r.slice(self, offset, len);
+        }
         if let Some(p) = &self.pack {
             return p.slice(self, offset, len);
         }

@@ -15,6 +15,7 @@ use crate::plan::{Plan, PlannedTensor};
 use crate::recipe::{Recipe, Target};
 use crate::write::{Options, Written};
 use crate::{Error, OutputNaming};
+use lowbit_arch::nunchaku::{DOUBLE_W4A4, MODULATION, from_bfl_block as block_of};
 use lowbit_checkpoint::Checkpoint;
 use lowbit_dtype::Dtype;
 use lowbit_layout::{Scheme, nunchaku as nk};
@@ -111,40 +112,6 @@ enum Job {
     Awq { src: String, name: String, n: usize, k: usize, splits: Option<usize> },
     /// A dense tensor copied under a new name; `swap` trades its two halves of rows.
     Dense { src: String, name: String, dtype: Dtype, shape: Vec<u64>, swap: bool },
-}
-
-/// Nunchaku's legacy names of a double block's layers.
-const DOUBLE_W4A4: [(&str, &str); 8] = [
-    ("img_attn.qkv", "qkv_proj"),
-    ("txt_attn.qkv", "qkv_proj_context"),
-    ("img_attn.proj", "out_proj"),
-    ("txt_attn.proj", "out_proj_context"),
-    ("img_mlp.0", "mlp_fc1"),
-    ("img_mlp.2", "mlp_fc2"),
-    ("txt_mlp.0", "mlp_context_fc1"),
-    ("txt_mlp.2", "mlp_context_fc2"),
-];
-
-/// (BFL module, Nunchaku name, modulation chunks) of the AdaLN linears.
-const MODULATION: [(&str, &str, usize); 3] = [
-    ("img_mod.lin", "norm1.linear", 6),
-    ("txt_mod.lin", "norm1_context.linear", 6),
-    ("modulation.lin", "norm.linear", 3),
-];
-
-/// `double_blocks.N.rest` → ("transformer_blocks.N", rest), single blocks likewise.
-fn block_of(module: &str) -> Option<(String, bool, &str)> {
-    for (bfl, nunchaku, double) in [
-        ("double_blocks.", "transformer_blocks.", true),
-        ("single_blocks.", "single_transformer_blocks.", false),
-    ] {
-        if let Some(rest) = module.strip_prefix(bfl) {
-            let (n, rest) = rest.split_once('.')?;
-            n.parse::<u32>().ok()?;
-            return Some((format!("{nunchaku}{n}"), double, rest));
-        }
-    }
-    None
 }
 
 /// The refusal of a tensor an export cannot hold.
