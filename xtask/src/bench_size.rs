@@ -14,8 +14,10 @@ use std::process::Command;
 /// The 1.58-bit FLUX paper's storage reduction of its ternary FLUX.1-dev, against BF16.
 const PAPER_TERNARY_REDUCTION: f64 = 7.7;
 
-/// (label, `lowbit convert` options, output extension).
-const ROWS: [(&str, &[&str], &str); 15] = [
+/// (label, `lowbit convert` options, output extension: none for a diffusers model folder);
+/// `{stats}` stands for `cargo xtask flux-dev`'s synthetic statistics file, which SVDQuant W4A4
+/// plans need.
+const ROWS: [(&str, &[&str], &str); 20] = [
     ("preset flux-ternary", &["--preset", "flux-ternary"], "safetensors"),
     ("preset flux-int4", &["--preset", "flux-int4"], "safetensors"),
     ("preset flux-nf4", &["--preset", "flux-nf4"], "safetensors"),
@@ -29,6 +31,11 @@ const ROWS: [(&str, &[&str], &str); 15] = [
     ("bfl:fp8", &["--to", "bfl:fp8"], "safetensors"),
     ("comfy:nvfp4", &["--to", "comfy:nvfp4"], "safetensors"),
     ("bfl:nvfp4", &["--to", "bfl:nvfp4"], "safetensors"),
+    ("sdnq:uint4", &["--to", "sdnq:uint4"], ""),
+    ("sdnq:uint4-svd", &["--to", "sdnq:uint4-svd"], ""),
+    ("svdq-w4a4", &["--to", "svdq-w4a4", "--stats", "{stats}"], "safetensors"),
+    ("nunchaku:int4", &["--to", "nunchaku:int4", "--stats", "{stats}"], "safetensors"),
+    ("nunchaku-lite:int4", &["--to", "nunchaku-lite:int4", "--stats", "{stats}"], ""),
     ("gguf:q4_k_m", &["--to", "gguf:q4_k_m"], "gguf"),
     ("gguf:tq2_0", &["--to", "gguf:tq2_0"], "gguf"),
 ];
@@ -81,11 +88,24 @@ pub(crate) fn table(lowbit: &Path, dir: &Path) -> anyhow::Result<()> {
         "| input | bf16 | – | {input_bytes} | {:.2} | 16.000 | 1.00× | |",
         input_bytes as f64 / 1e9
     );
+    let stats = dir.join("flux1-dev-stats.safetensors");
+    std::fs::write(
+        &stats,
+        crate::flux_dev_stats::file(&lowbit_fixtures::flux::FluxConfig::DEV, 0)?,
+    )?;
     let mut failed = 0;
     for (label, args, ext) in ROWS {
-        let out = dir.join(format!("size-{}.{ext}", label.replace([' ', ':', '(', ')'], "-")));
+        let stem = format!("size-{}", label.replace([' ', ':', '(', ')'], "-"));
+        let out = if ext.is_empty() { dir.join(stem) } else { dir.join(format!("{stem}.{ext}")) };
         let mut cmd = Command::new(lowbit);
-        cmd.arg("convert").arg(&input).arg("-o").arg(&out).args(args).arg("--dry-run");
+        cmd.arg("convert").arg(&input).arg("-o").arg(&out).arg("--dry-run");
+        for a in args {
+            if *a == "{stats}" {
+                cmd.arg(&stats)
+            } else {
+                cmd.arg(a)
+            };
+        }
         let result = cmd.output().with_context(|| format!("running {cmd:?}"))?;
         if !result.status.success() {
             let stderr = String::from_utf8_lossy(&result.stderr);

@@ -247,7 +247,9 @@ impl Relaid {
                 let groups = by
                     .get(format!("{m}.wscales").as_str())
                     .map_or(0, |s| s.shape.first().copied().unwrap_or(0));
-                if k % 64 != 0
+                if n == 0
+                    || k == 0
+                    || k % 64 != 0
                     || groups < k / 64
                     || groups > k / 64 + 16
                     || splits.is_some_and(|s| n % s as u64 != 0)
@@ -274,7 +276,14 @@ impl Relaid {
                 .get(format!("{m}.{down_key}").as_str())
                 .and_then(|d| d.shape.get(1).copied())
                 .unwrap_or(0);
-            if n % 128 != 0 || k % 128 != 0 || r == 0 || !r.is_multiple_of(16) || r > 1024 {
+            if n == 0
+                || k == 0
+                || n % 128 != 0
+                || k % 128 != 0
+                || r == 0
+                || !r.is_multiple_of(16)
+                || r > 1024
+            {
                 return Err(bad(
                     &t.name,
                     format!(
