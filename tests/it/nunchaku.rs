@@ -184,8 +184,8 @@ fn nunchaku_int4_equals_nunchakus_own_packing() {
 /// Nunchaku's INT4 runtime quantizes every fc2's input (GELU output) shifted by 0.171875 as
 /// unsigned, and computes the low-rank branch on the unshifted input; the stored bias must undo
 /// the shift: bias + 0.171875 · Σ_k R[n, k] / λ_k, with R the stored residual (codes × scales),
-/// is the source bias up to the residual's quantization error. Without the fold the gap is the
-/// whole 0.171875 · Σ_k W[n, k].
+/// is the source bias up to the bias's own BF16 rounding. Without the fold the gap is the whole
+/// 0.171875 · Σ_k R[n, k] / λ_k.
 #[test]
 fn fc2_biases_undo_the_unsigned_shift() {
     let dir = tempfile::tempdir().unwrap();
@@ -244,7 +244,11 @@ fn fc2_biases_undo_the_unsigned_shift() {
         eprintln!(
             "{nk}: max |bias + shift·ΣR/λ − b| = {gap:.3e}; without the fold {plain:.3e}; shift·max|ΣW| = {scale:.3e}"
         );
-        assert!(gap < 0.25 * scale && gap < 0.25 * plain, "{nk}: the fold does not undo the shift");
+        // The stored bias is at most max|b| + max|shift·ΣR/λ| ≈ max|b| + scale: half a BF16
+        // step of that is under 1/512 of it.
+        let bound = (b.iter().fold(0f64, |m, v| m.max(v.abs())) + scale) / 256.0;
+        assert!(gap <= bound, "{nk}: the fold does not undo the shift ({gap} > {bound})");
+        assert!(plain > 10.0 * gap, "{nk}: the check cannot tell a missing fold");
     }
     // out_proj of the single block carries no bias (mlp_fc2 has it all).
     assert!(bf16(&st, "single_transformer_blocks.0.out_proj.bias").iter().all(|&v| v == 0.0));

@@ -88,8 +88,8 @@ enum Bias {
     Source,
     /// Zeros (Nunchaku's `out_proj` of a single block; the bias goes to `mlp_fc2`).
     Zero,
-    /// The source bias minus the shift times the original weight's row sums, plus the shift
-    /// through the low-rank branch (Nunchaku's unsigned fc2 activations; deepcompressor's fold).
+    /// The source bias minus the shift times the stored residual's row sums over λ, so that
+    /// Nunchaku's shifted unsigned fc2 activations compute the natural layer.
     Shifted,
 }
 
@@ -487,10 +487,7 @@ pub fn write_export(
             }
             let made: Vec<Result<Vec<Vec<u8>>, Error>> = pool.install(|| {
                 use rayon::prelude::*;
-                chunk
-                    .par_iter()
-                    .map(|j| produce(j, &nat, ckpt, plan, lite, opts.allow_non_finite))
-                    .collect()
+                chunk.par_iter().map(|j| produce(j, &nat, lite)).collect()
             });
             for (job, bytes) in chunk.iter().zip(made) {
                 let bytes = bytes?;

@@ -4,9 +4,6 @@
 
 use super::{AWQ_ZERO, Bias, FC2_SHIFT, Job};
 use crate::Error;
-use crate::plan::{Plan, PlannedTensor};
-use crate::write::gather;
-use lowbit_checkpoint::Checkpoint;
 use lowbit_dtype::Dtype;
 use lowbit_dtype::f16::{bf16_to_fp32, fp32_to_bf16};
 use lowbit_layout::nunchaku as nk;
@@ -14,7 +11,6 @@ use lowbit_safetensors::{Header, MAX_HEADER_LEN, TensorEntry};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -83,34 +79,8 @@ fn le16(v: &[u16]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// Σ_k W[n, k] over `cols` for every row of the source weight `t`, in f64.
-fn row_sums(
-    ckpt: &Checkpoint,
-    t: &PlannedTensor,
-    cols: &Range<usize>,
-    allow: bool,
-) -> Result<Vec<f64>, Error> {
-    let (n, k) = (t.shape[0], t.shape[1]);
-    let mut row = vec![0f32; cols.len()];
-    let mut scratch = Vec::new();
-    (0..n)
-        .map(|i| {
-            let a = i * k + cols.start as u64;
-            gather(ckpt, t, a..a + cols.len() as u64, &mut row, &mut scratch, allow)?;
-            Ok(row.iter().map(|&v| f64::from(v)).sum())
-        })
-        .collect()
-}
-
 /// The bytes of every tensor of `job`, in [`specs`] order.
-pub(super) fn produce(
-    job: &Job,
-    nat: &Natural,
-    ckpt: &Checkpoint,
-    plan: &Plan,
-    lite: bool,
-    allow: bool,
-) -> Result<Vec<Vec<u8>>, Error> {
+pub(super) fn produce(job: &Job, nat: &Natural, lite: bool) -> Result<Vec<Vec<u8>>, Error> {
     match job {
         Job::W4a4 { src, n, k, rank, parts } => {
             let (n, k, r) = (*n, *k, *rank);
@@ -138,39 +108,26 @@ pub(super) fn produce(
                     Bias::Source => bias[p.rows.clone()].iter().map(|&x| fp32_to_bf16(x)).collect(),
                     Bias::Zero => vec![0; pn],
                     Bias::Shifted => {
-                        let t = plan.tensors.iter().find(|t| t.name == format!("{src}.weight"));
-                        let t = t.ok_or_else(|| Error::Layout {
-                            tensor: format!("{src}.weight"),
-                            reason: "not in the plan".into(),
-                        })?;
-                        let sums = row_sums(ckpt, t, &p.cols, allow)?;
-                        // Σ_k down[k, j] over this part's columns, per rank j.
-                        let mut dsum = vec![0f64; r];
-                        for row in d.chunks_exact(r) {
-                            for (a, &x) in dsum.iter_mut().zip(row) {
-                                *a += f64::from(bf16_to_fp32(x));
-                            }
-                        }
-                        p.rows
-                            .clone()
-                            .map(|row| {
+                        // Nunchaku computes R·(x + 0.171875)/λ + (x·down)·upᵀ + bias: with
+                        // bias = b − 0.171875·Σ_k R[n, k]/λ_k it computes the natural layer.
+                        let lam: Vec<f64> =
+                            sm.iter().map(|&x| f64::from(bf16_to_fp32(x))).collect();
+                        (0..pn)
+                            .map(|i| {
+                                let mut rsum = 0f64;
+                                for kk in 0..pk {
+                                    let byte = c[(i * pk + kk) / 2];
+                                    let nib = if kk % 2 == 0 { byte & 15 } else { byte >> 4 };
+                                    let code = f64::from(((nib << 4) as i8) >> 4);
+                                    let scale = f64::from(bf16_to_fp32(s[(kk / 64) * pn + i]));
+                                    rsum += code * scale / lam[kk];
+                                }
+                                let row = p.rows.start + i;
                                 #[expect(
                                     clippy::cast_possible_truncation,
-                                    reason = "rounded to bf16 as deepcompressor does"
+                                    reason = "rounded to the stored BF16"
                                 )]
-                                let b1 = bf16_to_fp32(fp32_to_bf16(
-                                    (f64::from(bias[row]) - sums[row] * FC2_SHIFT) as f32,
-                                ));
-                                let lr: f64 = up[row * r..(row + 1) * r]
-                                    .iter()
-                                    .zip(&dsum)
-                                    .map(|(&x, d)| f64::from(bf16_to_fp32(x)) * d)
-                                    .sum();
-                                #[expect(
-                                    clippy::cast_possible_truncation,
-                                    reason = "rounded to bf16 as deepcompressor does"
-                                )]
-                                fp32_to_bf16((f64::from(b1) + FC2_SHIFT * lr) as f32)
+                                fp32_to_bf16((f64::from(bias[row]) - FC2_SHIFT * rsum) as f32)
                             })
                             .collect()
                     }
