@@ -29,9 +29,10 @@ This script does (its own code, following deepcompressor backend/nunchaku/{conve
   * smooth_orig = smooth (lowbit never fuses the smoothing into the previous layer).
 
 Left out: the biases of mlp_fc2, mlp_context_fc2 and single mlp_fc2. Nunchaku's INT4 runtime feeds these
-layers GELU output + 0.171875 as unsigned activations; deepcompressor folds that shift into the bias using
-the original dense weight (ShiftedLinear.from_linear) plus a low-rank term (convert.py), neither of which is
-in nunchaku's code or in a natural-layout file.
+layers GELU output + 0.171875 as unsigned activations, so the bias must fold the shift out; nunchaku's code
+does not compute that fold (deepcompressor does, with the original dense weight, which a natural-layout file
+does not hold), and lowbit's fold is its own (formats/nunchaku.md, "fc2 biases"), checked by its effect in
+tests/it/nunchaku.rs.
 
 With --deepcompressor, every tensor is also produced by deepcompressor's own
 backend/nunchaku/utils.py (convert_to_nunchaku_w4x4y16_linear_weight, convert_to_nunchaku_w4x16_linear_weight,

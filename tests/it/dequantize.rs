@@ -5,23 +5,12 @@
 //! The output is read back by the test's own header reader (`support::safetensors_entries`).
 
 use crate::support::{
-    convert_ok, inspect_json, lowbit, read_at, root, run_python, run_script, safetensors_entries,
+    convert_ok, dequantize_ok, inspect_json, lowbit, read_at, root, run_python, run_script,
+    safetensors_entries,
 };
 use lowbit_fixtures::FLUX_TINY_BFL;
 use std::ffi::OsStr;
 use std::path::Path;
-
-fn dequantize_ok(input: &Path, out: &Path, extra: &[&str]) {
-    let mut args = vec!["dequantize", input.to_str().unwrap(), "-o", out.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let o = lowbit(&args);
-    assert!(
-        o.status.success(),
-        "dequantize {}: {}",
-        input.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 /// The data of tensor `name` of the safetensors file `path`, as little-endian words of
 /// `width` bytes.

@@ -18,8 +18,7 @@ fn s(p: &Path) -> &str {
 /// `lowbit dequantize --dtype f32` of `input`, every tensor by name.
 fn dequantized(input: &Path, dir: &Path) -> BTreeMap<String, Vec<f32>> {
     let out = dir.join(format!("deq-{}.safetensors", input.file_name().unwrap().to_string_lossy()));
-    let o = lowbit(&["dequantize", s(input), "-o", s(&out), "--dtype", "f32"]);
-    assert!(o.status.success(), "{}: {}", input.display(), String::from_utf8_lossy(&o.stderr));
+    crate::support::dequantize_ok(input, &out, &["--dtype", "f32"]);
     let bytes = std::fs::read(&out).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     st.tensors()

@@ -235,23 +235,6 @@ fn an_all_zero_weight_decodes_to_zero() {
 }
 
 /// `lowbit dequantize --dtype f32`.
-fn dequantize(input: &Path, out: &Path) {
-    let o = lowbit(&[
-        "dequantize",
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--dtype",
-        "f32",
-    ]);
-    assert!(
-        o.status.success(),
-        "dequantize {}: {}",
-        input.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 /// `packed` (lowbit's conversion of `orig` to `kind:nvfp4`) is, tensor for tensor, what the
 /// reference makes of `orig`; the reference's own file is recognised by every reader and
 /// decodes to the same values. Returns the packed weights' names.
@@ -262,7 +245,7 @@ fn check_against_reference(kind: &str, orig: &Path, packed: &Path) -> Vec<String
         dir.path().join("theirs.safetensors"),
         dir.path().join("theirs-deq.safetensors"),
     );
-    dequantize(packed, &deq);
+    crate::support::dequantize_ok(packed, &deq, &["--dtype", "f32"]);
     let args = [
         OsStr::new("files"),
         OsStr::new(kind),
@@ -286,7 +269,7 @@ fn check_against_reference(kind: &str, orig: &Path, packed: &Path) -> Vec<String
         .map(|r| r["name"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(packed_rows.len() as u64, layers, "{kind}: inspect of the reference's file");
-    dequantize(&theirs, &theirs_deq);
+    crate::support::dequantize_ok(&theirs, &theirs_deq, &["--dtype", "f32"]);
     let (a, b) = (safetensors_entries(&deq), safetensors_entries(&theirs_deq));
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>(), "{kind}");
     for (name, e) in &a {

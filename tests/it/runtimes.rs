@@ -16,30 +16,10 @@
 //! Needs `LOWBIT_TORCH_PYTHON` (see `run_torch_script`).
 
 use crate::support::{
-    convert_ok, flux_3072, lowbit, root, run_torch_script, safetensors_entries,
-    safetensors_metadata,
+    convert_ok, flux_3072, root, run_torch_script, safetensors_entries, safetensors_metadata,
 };
 use serde_json::Value;
 use std::ffi::OsStr;
-use std::path::Path;
-
-/// `lowbit dequantize INPUT -o OUT --dtype DTYPE`, failing the test with its stderr.
-fn dequantize(input: &Path, out: &Path, dtype: &str) {
-    let o = lowbit(&[
-        "dequantize",
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--dtype",
-        dtype,
-    ]);
-    assert!(
-        o.status.success(),
-        "dequantize {}: {}",
-        input.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 /// The BFL linear layers of one double and one single block: what `bfl:fp8` packs.
 const BLOCK_LINEARS: [&str; 13] = [
@@ -73,10 +53,10 @@ fn bfl_fp8_and_nf4_folder_run_in_diffusers() {
     std::thread::scope(|s| {
         s.spawn(|| {
             convert_ok(src, &fp8, &["--to", "bfl:fp8"]);
-            dequantize(&fp8, &fp8_deq, "f32");
+            crate::support::dequantize_ok(&fp8, &fp8_deq, &["--dtype", "f32"]);
         });
         convert_ok(src, &nf4, &["--to", "nf4", "--names", "diffusers"]);
-        dequantize(&nf4_file, &nf4_deq, "bf16");
+        crate::support::dequantize_ok(&nf4_file, &nf4_deq, &["--dtype", "bf16"]);
     });
     let lowbit_time = start.elapsed() - generated;
     assert!(nf4.join("config.json").is_file());
@@ -149,7 +129,7 @@ fn bfl_nvfp4_runs_in_diffusers() {
     std::thread::scope(|s| {
         s.spawn(|| convert_ok(src, &fp8, &["--to", "bfl:fp8"]));
         convert_ok(src, &nvfp4, &["--to", "bfl:nvfp4"]);
-        dequantize(&nvfp4, &nvfp4_deq, "f32");
+        crate::support::dequantize_ok(&nvfp4, &nvfp4_deq, &["--dtype", "f32"]);
     });
     let schemes: Value =
         serde_json::from_str(&safetensors_metadata(&nvfp4)["lowbit.schemes"]).unwrap();
@@ -193,8 +173,8 @@ fn comfy_fp8_matches_comfy_kitchen_per_layer() {
     convert_ok(&tiny, &comfy, &["--to", "comfy:fp8"]);
     let (bf16, f32) =
         (work.path().join("deq-bf16.safetensors"), work.path().join("deq-f32.safetensors"));
-    dequantize(&comfy, &bf16, "bf16");
-    dequantize(&comfy, &f32, "f32");
+    crate::support::dequantize_ok(&comfy, &bf16, &["--dtype", "bf16"]);
+    crate::support::dequantize_ok(&comfy, &f32, &["--dtype", "f32"]);
     let stdout = run_torch_script(
         "runtimes_comfy.py",
         &[comfy.as_os_str(), bf16.as_os_str(), f32.as_os_str(), OsStr::new("float8_e4m3fn")],

@@ -22,18 +22,6 @@ fn fixture() -> std::path::PathBuf {
     root().join("fixtures/flux-tiny-bfl.safetensors")
 }
 
-fn dequantize_f32(input: &Path, out: &Path) {
-    let o = lowbit(&[
-        "dequantize",
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--dtype",
-        "f32",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
 #[test]
 fn sdnq_matches_sdnq_and_runs_in_diffusers() {
     let work = tempfile::tempdir().unwrap();
@@ -45,8 +33,8 @@ fn sdnq_matches_sdnq_and_runs_in_diffusers() {
         convert_ok(src, &svd, &["--to", "sdnq:uint4-svd"]);
     });
     let model = |d: &Path| d.join("diffusion_pytorch_model.safetensors");
-    dequantize_f32(&model(&u4), &w("u4-deq.safetensors"));
-    dequantize_f32(&model(&svd), &w("svd-deq.safetensors"));
+    crate::support::dequantize_ok(&model(&u4), &w("u4-deq.safetensors"), &["--dtype", "f32"]);
+    crate::support::dequantize_ok(&model(&svd), &w("svd-deq.safetensors"), &["--dtype", "f32"]);
     // The folder's file says what it is without lowbit's metadata too.
     let meta = safetensors_metadata(&model(&u4));
     let q: Value = serde_json::from_str(&meta["quantization_config"]).unwrap();

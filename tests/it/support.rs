@@ -318,3 +318,16 @@ pub(crate) fn outlier_weights(
     }
     GenTensor { name: name.to_owned(), shape: vec![rows, cols], data }
 }
+
+/// `lowbit dequantize INPUT -o OUT EXTRA…`, failing the test with its stderr.
+pub(crate) fn dequantize_ok(input: &Path, out: &Path, extra: &[&str]) {
+    let mut args = vec!["dequantize", input.to_str().unwrap(), "-o", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let o = lowbit(&args);
+    assert!(
+        o.status.success(),
+        "dequantize {}: {}",
+        input.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -385,7 +385,14 @@ fn open_pack(mut src: Source) -> Result<Checkpoint, Error> {
     }
     let (unpacked, header) = Unpacked::open(&src)?;
     src.pack = Some(unpacked);
-    let tensors = header
+    let tensors = header_tensors(&header);
+    let metadata = Metadata::Safetensors(header.metadata);
+    Ok(empty(Format::SafetensorsZstd, vec![src], tensors, metadata))
+}
+
+/// The tensors a safetensors header describes, in the checkpoint's first (only) file.
+fn header_tensors(header: &lowbit_safetensors::Header) -> Vec<Tensor> {
+    header
         .tensors
         .iter()
         .map(|t| Tensor {
@@ -397,9 +404,7 @@ fn open_pack(mut src: Source) -> Result<Checkpoint, Error> {
             file: 0,
             offset: header.data_start + t.data.start,
         })
-        .collect();
-    let metadata = Metadata::Safetensors(header.metadata);
-    Ok(empty(Format::SafetensorsZstd, vec![src], tensors, metadata))
+        .collect()
 }
 
 /// A Nunchaku file, read as the natural `svdq-w4a4` file it re-lays (`crate::relay`).
@@ -411,19 +416,7 @@ fn open_relaid(
 ) -> Result<Checkpoint, Error> {
     let (relaid, header) = crate::relay::Relaid::plan(&src, flavor, tensors, meta)?;
     src.relaid = Some(relaid);
-    let tensors = header
-        .tensors
-        .iter()
-        .map(|t| Tensor {
-            name: t.name.clone(),
-            shape: t.shape.clone(),
-            ty: StorageType::Dense(t.dtype),
-            params: t.numel(),
-            bytes: t.data.end - t.data.start,
-            file: 0,
-            offset: header.data_start + t.data.start,
-        })
-        .collect();
+    let tensors = header_tensors(&header);
     let metadata = Metadata::Safetensors(header.metadata);
     Ok(empty(Format::Safetensors, vec![src], tensors, metadata))
 }

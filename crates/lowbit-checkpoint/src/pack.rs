@@ -11,10 +11,8 @@
 //! `inspect` decompresses only frame 0 and the small marker tensors it reads.
 
 use crate::Error;
-use crate::source::Source;
+use crate::source::{Scratch, Source};
 use lowbit_safetensors::{Header, PackError, SeekTable};
-use memmap2::Mmap;
-use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::OnceLock;
@@ -43,12 +41,6 @@ pub(crate) struct Unpacked {
     scratch: OnceLock<Result<Scratch, String>>,
     /// One per frame: whether it has been decompressed into the scratch file.
     ready: Vec<OnceLock<Result<(), String>>>,
-}
-
-#[derive(Debug)]
-struct Scratch {
-    file: File,
-    map: Mmap,
 }
 
 /// Decompresses the one zstd frame of `src_len` bytes that `read(offset, buf)` reads, which must
@@ -149,19 +141,9 @@ impl Unpacked {
 
     /// The temporary file, created (sparse, the decompressed file's length) on first use.
     fn scratch(&self) -> Result<&Scratch, String> {
-        let made = self.scratch.get_or_init(|| {
-            let dir = std::env::temp_dir();
-            let fail = |e: io::Error| {
-                format!(
-                    "cannot make a temporary file in {} for the decompressed tensors (set TMPDIR to a folder with room): {e}",
-                    dir.display()
-                )
-            };
-            let file = tempfile::tempfile().map_err(fail)?;
-            file.set_len(self.table.raw_len()).map_err(fail)?;
-            let map = crate::source::map_scratch(&file).map_err(fail)?;
-            Ok(Scratch { file, map })
-        });
+        let made = self
+            .scratch
+            .get_or_init(|| Scratch::new(self.table.raw_len(), &[], "decompressed tensors"));
         made.as_ref().map_err(Clone::clone)
     }
 

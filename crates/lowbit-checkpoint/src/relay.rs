@@ -14,14 +14,12 @@
 
 mod make;
 
-use crate::source::Source;
+use crate::source::{Scratch, Source};
 use crate::{Error, StorageType, Tensor};
 use lowbit_arch::nunchaku::{DOUBLE_W4A4, MODULATION, SINGLE_W4A4, to_bfl_block};
 use lowbit_dtype::Dtype;
 use lowbit_safetensors::{Header, Layout};
-use memmap2::Mmap;
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
@@ -119,12 +117,6 @@ pub(crate) struct Relaid {
     groups: Vec<Group>,
     scratch: OnceLock<Result<Scratch, String>>,
     ready: Vec<OnceLock<Result<(), String>>>,
-}
-
-#[derive(Debug)]
-struct Scratch {
-    file: File,
-    map: Mmap,
 }
 
 /// The natural name of a source module, and for a single block's split layer which part.
@@ -357,20 +349,8 @@ impl Relaid {
 
     /// The temporary file, created (sparse) on first use, with the header written.
     fn scratch(&self) -> Result<&Scratch, String> {
-        let made = self.scratch.get_or_init(|| {
-            let dir = std::env::temp_dir();
-            let fail = |e: io::Error| {
-                format!(
-                    "cannot make a temporary file in {} for the re-laid tensors (set TMPDIR to a folder with room): {e}",
-                    dir.display()
-                )
-            };
-            let file = tempfile::tempfile().map_err(fail)?;
-            file.set_len(self.len).map_err(fail)?;
-            file.write_all_at(&self.header, 0).map_err(fail)?;
-            let map = crate::source::map_scratch(&file).map_err(fail)?;
-            Ok(Scratch { file, map })
-        });
+        let made =
+            self.scratch.get_or_init(|| Scratch::new(self.len, &self.header, "re-laid tensors"));
         made.as_ref().map_err(Clone::clone)
     }
 

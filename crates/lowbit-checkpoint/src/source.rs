@@ -128,3 +128,30 @@ pub(crate) fn map_scratch(file: &std::fs::File) -> std::io::Result<Mmap> {
     // a region again; the shared mapping sees those writes through the page cache.
     unsafe { Mmap::map(file) }
 }
+
+/// An unlinked temporary file in `$TMPDIR`, `len` bytes long (sparse) and mapped, holding
+/// `head` at its start: where a zstd pack's frames are decompressed (`crate::pack`) and a
+/// Nunchaku file's layers re-laid (`crate::relay`), each region written once before it is read.
+#[derive(Debug)]
+pub(crate) struct Scratch {
+    pub(crate) file: std::fs::File,
+    pub(crate) map: Mmap,
+}
+
+impl Scratch {
+    /// Makes the file; the error says where and what for (`what`: the tensors it holds).
+    pub(crate) fn new(len: u64, head: &[u8], what: &str) -> Result<Scratch, String> {
+        let dir = std::env::temp_dir();
+        let fail = |e: std::io::Error| {
+            format!(
+                "cannot make a temporary file in {} for the {what} (set TMPDIR to a folder with room): {e}",
+                dir.display()
+            )
+        };
+        let file = tempfile::tempfile().map_err(fail)?;
+        file.set_len(len).map_err(fail)?;
+        std::os::unix::fs::FileExt::write_all_at(&file, head, 0).map_err(fail)?;
+        let map = map_scratch(&file).map_err(fail)?;
+        Ok(Scratch { file, map })
+    }
+}
