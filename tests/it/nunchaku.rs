@@ -179,6 +179,19 @@ fn nunchaku_int4_equals_nunchakus_own_packing() {
     assert_eq!(cfg["num_attention_heads"].as_u64(), Some((img_in[0] / head) as u64));
     assert_eq!((cfg["num_layers"].as_u64(), cfg["num_single_layers"].as_u64()), (Some(1), Some(1)));
     assert_eq!(cfg["guidance_embeds"], true);
+    // ComfyUI-nunchaku builds ComfyUI's FLUX from `comfy_config` (its configs/flux.1-dev.json
+    // has the same keys): patchified channels, widths and depths from the shapes.
+    let comfy: Value = serde_json::from_str(&meta["comfy_config"]).unwrap();
+    let m = &comfy["model_config"];
+    assert_eq!(comfy["model_class"], "Flux");
+    let txt_in = src.tensor("txt_in.weight").unwrap().shape()[1];
+    let mlp = src.tensor("double_blocks.0.img_mlp.0.weight").unwrap().shape()[0];
+    assert_eq!(m["in_channels"].as_u64(), Some(img_in[1] as u64 / 4));
+    assert_eq!(m["hidden_size"].as_u64(), Some(img_in[0] as u64));
+    assert_eq!(m["context_in_dim"].as_u64(), Some(txt_in as u64));
+    assert_eq!(m["mlp_ratio"].as_f64(), Some(mlp as f64 / img_in[0] as f64));
+    assert_eq!((m["depth"].as_u64(), m["depth_single_blocks"].as_u64()), (Some(1), Some(1)));
+    assert_eq!((m["patch_size"].as_u64(), m["qkv_bias"].as_bool()), (Some(2), Some(true)));
 }
 
 /// Nunchaku's INT4 runtime quantizes every fc2's input (GELU output) shifted by 0.171875 as

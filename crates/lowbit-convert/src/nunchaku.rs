@@ -360,6 +360,47 @@ fn flux_config(plan: &Plan) -> serde_json::Map<String, serde_json::Value> {
     }
 }
 
+/// ComfyUI-nunchaku's `comfy_config` (`nodes/models/flux.py` reads it from the metadata of a
+/// single file, and fails without it): ComfyUI's model class and its FLUX parameters, read
+/// from the BFL shapes (the values of ComfyUI-nunchaku's own `configs/flux.1-dev.json` for
+/// FLUX.1-dev).
+fn comfy_config(plan: &Plan) -> serde_json::Value {
+    let dim = |name: &str, i: usize| {
+        plan.tensors
+            .iter()
+            .find(|t| t.name == name)
+            .and_then(|t| t.shape.get(i).copied())
+            .unwrap_or(0)
+    };
+    let cfg = flux_config(plan);
+    let get = |k: &str| cfg.get(k).cloned().unwrap_or(serde_json::Value::Null);
+    let hidden = dim("img_in.weight", 0);
+    let guidance = plan.tensors.iter().any(|t| t.name.starts_with("guidance_in."));
+    #[expect(clippy::cast_precision_loss, reason = "FLUX's widths are exact in f64")]
+    let mlp_ratio = dim("double_blocks.0.img_mlp.0.weight", 0) as f64 / hidden.max(1) as f64;
+    serde_json::json!({
+        "model_class": if guidance { "Flux" } else { "FluxSchnell" },
+        "model_config": {
+            "axes_dim": [16, 56, 56],
+            "context_in_dim": dim("txt_in.weight", 1),
+            "depth": get("num_layers"),
+            "depth_single_blocks": get("num_single_layers"),
+            "disable_unet_model_creation": true,
+            "guidance_embed": guidance,
+            "hidden_size": hidden,
+            "image_model": "flux",
+            "in_channels": dim("img_in.weight", 1) / 4,
+            "mlp_ratio": mlp_ratio,
+            "num_heads": get("num_attention_heads"),
+            "out_channels": dim("final_layer.linear.weight", 0) / 4,
+            "patch_size": 2,
+            "qkv_bias": plan.tensors.iter().any(|t| t.name.ends_with("img_attn.qkv.bias")),
+            "theta": 10000,
+            "vec_in_dim": dim("vector_in.in_layer.weight", 1),
+        }
+    })
+}
+
 /// The rank of the plan's SVDQuant layers.
 fn rank_of(plan: &Plan) -> u16 {
     plan.tensors
@@ -371,8 +412,9 @@ fn rank_of(plan: &Plan) -> u16 {
         .unwrap_or(32)
 }
 
-/// The safetensors `__metadata__`: Nunchaku's three keys (`config`, `model_class`,
-/// `quantization_config`, as `nunchaku/merge_safetensors.py` writes them) for `nunchaku:int4`,
+/// The safetensors `__metadata__`: Nunchaku's four keys (`config`, `comfy_config`,
+/// `model_class`, `quantization_config`, as `nunchaku/merge_safetensors.py` writes them) for
+/// `nunchaku:int4`,
 /// and lowbit's own (the recipe reproduces the file).
 fn metadata(
     plan: &Plan,
@@ -383,6 +425,7 @@ fn metadata(
     let mut m = vec![("format".to_owned(), "pt".to_owned())];
     if export == Export::Nunchaku {
         m.push(("config".into(), serde_json::Value::Object(flux_config(plan)).to_string()));
+        m.push(("comfy_config".into(), comfy_config(plan).to_string()));
         m.push(("model_class".into(), "NunchakuFluxTransformer2dModel".into()));
         // Python's json.dumps with its default separators, as Nunchaku writes it.
         m.push(("quantization_config".into(), format!(
