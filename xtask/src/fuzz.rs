@@ -370,6 +370,9 @@ fn seed(root: &Path) -> anyhow::Result<()> {
         };
         packed.push((name.clone(), pack(1, &[(as_name.to_owned(), bytes.clone())])));
     }
+    for (name, bytes) in crate::fuzz_nunchaku::seeds()? {
+        packed.push((name, pack(1, &[("a.safetensors".to_owned(), bytes)])));
+    }
     write_seeds(root, "checkpoint_open", &packed)?;
 
     // recipe: the example of formats/recipe.md, alone and with command-line values.

@@ -40,6 +40,7 @@ mod fixtures;
 mod flux_dev;
 mod flux_dev_stats;
 mod fuzz;
+mod fuzz_nunchaku;
 mod gpu_bundle;
 mod gpu_data;
 
