@@ -12,17 +12,10 @@ use lowbit_safetensors::Layout;
 /// A tensor: name, dtype, shape, bytes.
 type T = (String, Dtype, Vec<u64>, Vec<u8>);
 
-/// `len` bytes of a fixed xorshift stream.
+/// `len` bytes of the one seeded generator's stream.
 fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    let mut rng = lowbit_fixtures::rng::Rng::new(seed);
+    (0..len).map(|_| (rng.next_u64() >> 56) as u8).collect()
 }
 
 /// `len` BF16 values in [0.5, 1): valid scales, smoothing factors and factors.

@@ -187,8 +187,7 @@ impl Unpacked {
             return Ok(Some(&[]));
         }
         let scratch = self.ensure(src, offset, len)?;
-        #[expect(clippy::cast_possible_truncation, reason = "within the mapped file")]
-        Ok(scratch.map.get(offset as usize..(offset + len) as usize))
+        Ok(scratch.get(offset, len))
     }
 
     /// Reads `buf.len()` bytes at `offset` of the decompressed file with a positioned read.

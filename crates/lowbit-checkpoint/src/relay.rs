@@ -85,8 +85,9 @@ type Modules = (Vec<(usize, W4a4Src)>, Option<Job>);
 /// How one natural layer (or dense tensor) is made.
 #[derive(Debug, Clone)]
 pub(crate) enum Job {
-    /// SVDQuant parts stacked along N (`rows`) or side by side along K.
-    W4a4 { parts: Vec<W4a4Src>, rows: bool },
+    /// SVDQuant parts stacked along N (`rows`) or side by side along K; `shared`: they share
+    /// the factor the join keeps (`make::shared`).
+    W4a4 { parts: Vec<W4a4Src>, rows: bool, shared: bool },
     /// TinyChat W4A16 as `int4:g64`; `splits` undoes Nunchaku's interleave and +1.
     Awq {
         qweight: Src,
@@ -329,7 +330,8 @@ impl Relaid {
             {
                 return Err(bad(&natural, "its two Nunchaku parts do not fit together".into()));
             }
-            jobs.push((natural, Job::W4a4 { parts, rows }));
+            let shared = make::shared(src, &parts, rows).map_err(|e| bad(&natural, e))?;
+            jobs.push((natural, Job::W4a4 { parts, rows, shared }));
         }
         let mut naming_jobs = Vec::new();
         for t in tensors.iter().filter(|t| !claimed.contains(&t.name)) {
@@ -391,8 +393,7 @@ impl Relaid {
             return Ok(self.header.get(offset as usize..(offset + len) as usize));
         }
         let scratch = self.ensure(src, offset, len)?;
-        #[expect(clippy::cast_possible_truncation, reason = "within the mapped file")]
-        Ok(scratch.map.get(offset as usize..(offset + len) as usize))
+        Ok(scratch.get(offset, len))
     }
 
     /// Reads `buf.len()` bytes at `offset` of the natural file.

@@ -154,4 +154,10 @@ impl Scratch {
         let map = map_scratch(&file).map_err(fail)?;
         Ok(Scratch { file, map })
     }
+
+    /// Bytes `offset..offset + len` of the map (`None` past its end).
+    pub(crate) fn get(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        let start = usize::try_from(offset).ok()?;
+        self.map.get(start..start.checked_add(usize::try_from(len).ok()?)?)
+    }
 }

@@ -43,58 +43,76 @@ fn input_config(ckpt: &Checkpoint) -> Option<serde_json::Map<String, Value>> {
     }
 }
 
+/// FLUX's diffusers configuration (`FluxTransformer2DModel`'s `config.json` values), read from
+/// the shapes of the plan, in either output naming.
+///
+/// # Errors
+/// A FLUX tensor the configuration needs is missing.
+pub(crate) fn flux_config(plan: &Plan) -> Result<serde_json::Map<String, Value>, Error> {
+    let bfl = plan.naming == crate::OutputNaming::Bfl;
+    // Looked up by diffusers name, through the BFL name for BFL output.
+    let shape = |name: &str| {
+        let planned = if bfl {
+            lowbit_arch::flux::diffusers_to_bfl(name).map(|(n, _)| n)
+        } else {
+            Some(name.to_owned())
+        };
+        planned
+            .and_then(|n| plan.tensors.iter().find(|t| t.name == n))
+            .map(|t| t.shape.clone())
+            .ok_or_else(|| Error::Layout {
+                tensor: name.to_owned(),
+                reason: "a diffusers FLUX config needs this tensor".into(),
+            })
+    };
+    let (double, single, guidance) = if bfl {
+        ("double_blocks.", "single_blocks.", "guidance_in.")
+    } else {
+        ("transformer_blocks.", "single_transformer_blocks.", "time_text_embed.guidance")
+    };
+    let count = |prefix: &str| {
+        plan.tensors
+            .iter()
+            .filter_map(|t| t.name.strip_prefix(prefix)?.split('.').next()?.parse().ok())
+            .map(|i: u64| i + 1)
+            .max()
+            .unwrap_or(0)
+    };
+    let x = shape("x_embedder.weight")?;
+    let head = shape("transformer_blocks.0.attn.norm_q.weight")
+        .or_else(|_| shape("single_transformer_blocks.0.attn.norm_q.weight"))?;
+    let ctx = shape("context_embedder.weight")?;
+    let pooled = shape("time_text_embed.text_embedder.linear_1.weight")?;
+    let out = shape("proj_out.weight")?;
+    let m = json!({
+        "_class_name": "FluxTransformer2DModel",
+        "attention_head_dim": head[0],
+        "axes_dims_rope": [16, 56, 56],
+        "guidance_embeds": plan.tensors.iter().any(|t| t.name.starts_with(guidance)),
+        "in_channels": x[1],
+        "joint_attention_dim": ctx[1],
+        "num_attention_heads": x[0] / head[0].max(1),
+        "num_layers": count(double),
+        "num_single_layers": count(single),
+        "out_channels": out[0],
+        "patch_size": 1,
+        "pooled_projection_dim": pooled[1],
+    });
+    Ok(match m {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    })
+}
+
 /// `config.json` for the folder: the input's when it has one, else FLUX's configuration read
 /// from the shapes, with bitsandbytes' `quantization_config`.
 ///
 /// # Errors
 /// A diffusers FLUX tensor the configuration needs is missing.
 pub fn diffusers_config(ckpt: &Checkpoint, plan: &Plan, target: &Target) -> Result<String, Error> {
-    let shape = |name: &str| {
-        plan.tensors.iter().find(|t| t.name == name).map(|t| t.shape.clone()).ok_or_else(|| {
-            Error::Layout {
-                tensor: name.to_owned(),
-                reason: "a diffusers FLUX config needs this tensor".into(),
-            }
-        })
-    };
     let mut cfg = match input_config(ckpt) {
         Some(m) => m,
-        None => {
-            let count = |prefix: &str| {
-                plan.tensors
-                    .iter()
-                    .filter_map(|t| t.name.strip_prefix(prefix)?.split('.').next()?.parse().ok())
-                    .map(|i: u64| i + 1)
-                    .max()
-                    .unwrap_or(0)
-            };
-            let x = shape("x_embedder.weight")?;
-            let head = shape("transformer_blocks.0.attn.norm_q.weight")
-                .or_else(|_| shape("single_transformer_blocks.0.attn.norm_q.weight"))?;
-            let ctx = shape("context_embedder.weight")?;
-            let pooled = shape("time_text_embed.text_embedder.linear_1.weight")?;
-            let out = shape("proj_out.weight")?;
-            let guidance =
-                plan.tensors.iter().any(|t| t.name.starts_with("time_text_embed.guidance"));
-            let m = json!({
-                "_class_name": "FluxTransformer2DModel",
-                "attention_head_dim": head[0],
-                "axes_dims_rope": [16, 56, 56],
-                "guidance_embeds": guidance,
-                "in_channels": x[1],
-                "joint_attention_dim": ctx[1],
-                "num_attention_heads": x[0] / head[0].max(1),
-                "num_layers": count("transformer_blocks."),
-                "num_single_layers": count("single_transformer_blocks."),
-                "out_channels": out[0],
-                "patch_size": 1,
-                "pooled_projection_dim": pooled[1],
-            });
-            match m {
-                Value::Object(m) => m,
-                _ => serde_json::Map::new(),
-            }
-        }
+        None => flux_config(plan)?,
     };
     if let Target::Packed(Scheme::Nf4 { double_quant }) = target {
         // Linear weights kept dense must not become Linear4bit.

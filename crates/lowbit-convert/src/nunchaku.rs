@@ -136,7 +136,7 @@ fn jobs(plan: &Plan, export: Export) -> Result<Vec<Job>, Error> {
         return Err(refuse(export, "img_in.weight", "not a FLUX transformer: img_in is missing"));
     };
     let mut out = Vec::new();
-    let mut consumed: Vec<String> = Vec::new();
+    let mut consumed: std::collections::HashSet<String> = std::collections::HashSet::new();
     for t in &plan.tensors {
         let Some(module) = t.name.strip_suffix(".weight") else { continue };
         let Some((block, double, rest)) = block_of(module) else { continue };
@@ -149,8 +149,8 @@ fn jobs(plan: &Plan, export: Export) -> Result<Vec<Job>, Error> {
         if w4a4_name.is_none() && modulation.is_none() {
             continue;
         }
-        consumed.push(t.name.clone());
-        consumed.push(format!("{module}.bias"));
+        consumed.insert(t.name.clone());
+        consumed.insert(format!("{module}.bias"));
         let (n, k) = (t.shape[0] as usize, t.shape[1] as usize);
         if let Some((_, name, splits)) = modulation {
             if t.scheme != Some(Scheme::Int4 { group: 64, asym: false }) {
@@ -324,47 +324,14 @@ fn specs(job: &Job, lite: bool) -> Vec<(String, Dtype, Vec<u64>)> {
     }
 }
 
-/// FLUX's diffusers `config.json` values, read from the BFL shapes of the plan.
-fn flux_config(plan: &Plan) -> serde_json::Map<String, serde_json::Value> {
-    let shape = |name: &str| {
-        plan.tensors.iter().find(|t| t.name == name).map_or_else(Vec::new, |t| t.shape.clone())
-    };
-    let dim = |name: &str, i: usize| shape(name).get(i).copied().unwrap_or(0);
-    let count = |prefix: &str| {
-        plan.tensors
-            .iter()
-            .filter_map(|t| t.name.strip_prefix(prefix)?.split('.').next()?.parse::<u64>().ok())
-            .map(|i| i + 1)
-            .max()
-            .unwrap_or(0)
-    };
-    let head = dim("double_blocks.0.img_attn.norm.query_norm.scale", 0)
-        .max(dim("single_blocks.0.norm.query_norm.scale", 0));
-    let v = serde_json::json!({
-        "_class_name": "FluxTransformer2DModel",
-        "attention_head_dim": head,
-        "axes_dims_rope": [16, 56, 56],
-        "guidance_embeds": plan.tensors.iter().any(|t| t.name.starts_with("guidance_in.")),
-        "in_channels": dim("img_in.weight", 1),
-        "joint_attention_dim": dim("txt_in.weight", 1),
-        "num_attention_heads": dim("img_in.weight", 0) / head.max(1),
-        "num_layers": count("double_blocks."),
-        "num_single_layers": count("single_blocks."),
-        "out_channels": dim("final_layer.linear.weight", 0),
-        "patch_size": 1,
-        "pooled_projection_dim": dim("vector_in.in_layer.weight", 1),
-    });
-    match v {
-        serde_json::Value::Object(m) => m,
-        _ => serde_json::Map::new(),
-    }
-}
-
 /// ComfyUI-nunchaku's `comfy_config` (`nodes/models/flux.py` reads it from the metadata of a
 /// single file, and fails without it): ComfyUI's model class and its FLUX parameters, read
 /// from the BFL shapes (the values of ComfyUI-nunchaku's own `configs/flux.1-dev.json` for
 /// FLUX.1-dev).
-fn comfy_config(plan: &Plan) -> serde_json::Value {
+fn comfy_config(
+    plan: &Plan,
+    cfg: &serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
     let dim = |name: &str, i: usize| {
         plan.tensors
             .iter()
@@ -372,7 +339,6 @@ fn comfy_config(plan: &Plan) -> serde_json::Value {
             .and_then(|t| t.shape.get(i).copied())
             .unwrap_or(0)
     };
-    let cfg = flux_config(plan);
     let get = |k: &str| cfg.get(k).cloned().unwrap_or(serde_json::Value::Null);
     let hidden = dim("img_in.weight", 0);
     let guidance = plan.tensors.iter().any(|t| t.name.starts_with("guidance_in."));
@@ -414,18 +380,22 @@ fn rank_of(plan: &Plan) -> u16 {
 
 /// The safetensors `__metadata__`: Nunchaku's four keys (`config`, `comfy_config`,
 /// `model_class`, `quantization_config`, as `nunchaku/merge_safetensors.py` writes them) for
-/// `nunchaku:int4`,
-/// and lowbit's own (the recipe reproduces the file).
+/// `nunchaku:int4`, and lowbit's own (the recipe reproduces the file).
+///
+/// # Errors
+/// A FLUX tensor the configuration needs is missing.
 fn metadata(
     plan: &Plan,
     recipe: &Recipe,
     export: Export,
     source_name: &str,
-) -> Vec<(String, String)> {
+) -> Result<Vec<(String, String)>, Error> {
     let mut m = vec![("format".to_owned(), "pt".to_owned())];
     if export == Export::Nunchaku {
-        m.push(("config".into(), serde_json::Value::Object(flux_config(plan)).to_string()));
-        m.push(("comfy_config".into(), comfy_config(plan).to_string()));
+        let cfg = crate::folder::flux_config(plan)?;
+        let comfy = comfy_config(plan, &cfg).to_string();
+        m.push(("config".into(), serde_json::Value::Object(cfg).to_string()));
+        m.push(("comfy_config".into(), comfy));
         m.push(("model_class".into(), "NunchakuFluxTransformer2dModel".into()));
         // Python's json.dumps with its default separators, as Nunchaku writes it.
         m.push(("quantization_config".into(), format!(
@@ -437,7 +407,7 @@ fn metadata(
     m.push(("lowbit.source".into(), source_name.into()));
     m.push(("lowbit.recipe".into(), recipe.to_toml()));
     m.push(("lowbit.export".into(), export.name().into()));
-    m
+    Ok(m)
 }
 
 /// `config.json` of a `nunchaku-lite:int4` model folder: FLUX's configuration with diffusers'
@@ -455,7 +425,7 @@ pub fn lite_config(plan: &Plan, recipe: &Recipe) -> Result<String, Error> {
             Job::Dense { .. } => {}
         }
     }
-    let mut cfg = flux_config(plan);
+    let mut cfg = crate::folder::flux_config(plan)?;
     cfg.insert("quantization_config".into(), serde_json::json!({
         "quant_method": "nunchaku_lite",
         "compute_dtype": "bfloat16",
@@ -476,7 +446,7 @@ fn file_layout(
     let jobs = jobs(plan, export)?;
     let lite = export == Export::NunchakuLite;
     let all: Vec<_> = jobs.iter().flat_map(|j| specs(j, lite)).collect();
-    let meta = metadata(plan, recipe, export, source_name);
+    let meta = metadata(plan, recipe, export, source_name)?;
     let layout = Layout::new(&meta, all.iter().map(|(n, d, s)| (n.as_str(), *d, s.as_slice())))
         .map_err(|e| Error::Layout { tensor: String::new(), reason: e.to_string() })?;
     Ok((layout, jobs))
@@ -514,10 +484,7 @@ pub fn write_export(
     let io = |e: io::Error| Error::Io { path: out.to_owned(), source: e };
     let (stage, _) = crate::zstd_pack::stage_plain(ckpt, plan, recipe, out, opts)?;
     let nat = Natural::open(stage.path(), out)?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads)
-        .build()
-        .map_err(|e| Error::Threads { threads: opts.threads, message: e.to_string() })?;
+    let pool = crate::write::pool(opts.threads)?;
     let mut tmp = AtomicFile::create(out).map_err(io)?;
     let mut tensors = 0usize;
     {

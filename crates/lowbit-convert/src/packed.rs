@@ -485,10 +485,7 @@ pub fn write_packed(
     if opts.threads > crate::MAX_THREADS {
         return Err(Error::TooManyThreads { threads: opts.threads, max: crate::MAX_THREADS });
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads)
-        .build()
-        .map_err(|e| Error::Threads { threads: opts.threads, message: e.to_string() })?;
+    let pool = crate::write::pool(opts.threads)?;
     let cancelled = || opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed));
     let stats = pool.install(|| stats(ckpt, plan, opts.allow_non_finite, &cancelled))?;
     let default_svdq = crate::SvdqOptions::default();

@@ -317,10 +317,7 @@ pub fn write_gguf(
     let mut tmp = AtomicFile::create(out).map_err(io)?;
     preallocate(tmp.file(), layout.header.len() as u64 + layout.data_len).map_err(io)?;
 
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads)
-        .build()
-        .map_err(|e| Error::Threads { threads: opts.threads, message: e.to_string() })?;
+    let pool = crate::write::pool(opts.threads)?;
     let chunks = chunks(plan, opts.chunk_bytes);
     let total: u64 = plan.tensors.iter().map(PlannedTensor::numel).sum();
     let done = AtomicU64::new(0);
@@ -423,4 +420,15 @@ pub fn preallocate(file: &std::fs::File, len: u64) -> std::io::Result<()> {
         Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The rayon pool a conversion runs its work on, `threads` workers.
+///
+/// # Errors
+/// [`Error::Threads`] when the pool cannot be built.
+pub(crate) fn pool(threads: usize) -> Result<rayon::ThreadPool, Error> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::Threads { threads, message: e.to_string() })
 }

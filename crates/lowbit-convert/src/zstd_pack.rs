@@ -148,9 +148,12 @@ fn compress_frame(file: &File, start: u64, len: u64, level: i32) -> io::Result<V
     }
 }
 
-/// The frames of a safetensors file: the header, then each tensor in data order, as (start,
-/// length, what it holds).
-fn frames_of(plain: &File, out: &Path) -> Result<Vec<(u64, u64, String)>, Error> {
+/// The header of the plain file [`stage_plain`] wrote, read with positioned reads; I/O errors
+/// name `out`.
+///
+/// # Errors
+/// Read failures, a header that does not parse.
+pub(crate) fn staged_header(plain: &File, out: &Path) -> Result<Header, Error> {
     let io = |e: io::Error| Error::Io { path: out.to_owned(), source: e };
     let len = plain.metadata().map_err(io)?.len();
     let mut n = [0u8; 8];
@@ -160,7 +163,13 @@ fn frames_of(plain: &File, out: &Path) -> Result<Vec<(u64, u64, String)>, Error>
     let mut prefix = vec![0u8; 8 + usize::try_from(header_len).unwrap_or(0)];
     plain.read_exact_at(&mut prefix, 0).map_err(io)?;
     // lowbit's own file, just written; checked all the same.
-    let header = Header::parse(&prefix, len).map_err(|e| io(io::Error::other(e)))?;
+    Header::parse(&prefix, len).map_err(|e| io(io::Error::other(e)))
+}
+
+/// The frames of a safetensors file: the header, then each tensor in data order, as (start,
+/// length, what it holds).
+fn frames_of(plain: &File, out: &Path) -> Result<Vec<(u64, u64, String)>, Error> {
+    let header = staged_header(plain, out)?;
     let mut frames = vec![(0, header.data_start, "the header".to_owned())];
     for t in header.tensors {
         let bytes = t.data.end - t.data.start;
@@ -194,10 +203,7 @@ pub fn write_zstd_pack(
     let start = Instant::now();
     let frames = frames_of(&plain, out)?;
     let raw_bytes = written.bytes;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads)
-        .build()
-        .map_err(|e| Error::Threads { threads: opts.threads, message: e.to_string() })?;
+    let pool = crate::write::pool(opts.threads)?;
     let mut tmp = AtomicFile::create(out).map_err(io)?;
     let mut sizes = Vec::with_capacity(frames.len());
     let mut pack_bytes = 0u64;

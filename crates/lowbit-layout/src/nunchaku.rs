@@ -268,15 +268,8 @@ mod tests {
     }
 
     fn bytes(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
+        let mut rng = lowbit_fixtures::rng::Rng::new(seed);
+        (0..len).map(|_| (rng.next_u64() >> 56) as u8).collect()
     }
 
     /// Every packing is a permutation: its inverse restores the input, and no two inputs land

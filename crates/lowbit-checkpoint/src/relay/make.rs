@@ -39,11 +39,18 @@ fn to_bf16(x: f64) -> u16 {
     fp32_to_bf16(x as f32)
 }
 
-/// The natural rank of an SVDQuant layer: the parts' own when they share the factor their
-/// fusion keeps (`proj_down` along N, `proj_up` along K), else the sum.
-fn shared(src: &Source, parts: &[W4a4Src], rows: bool) -> Result<bool, String> {
+/// Whether the parts of an SVDQuant layer share the factor their join keeps (`proj_down` along
+/// N, `proj_up` along K): then the layer keeps their rank, else it has the sum. Parts stacked
+/// along N must share their smoothing. Decided once, when the file is opened.
+///
+/// # Errors
+/// Read failures; parts along N with different smoothing.
+pub(super) fn shared(src: &Source, parts: &[W4a4Src], rows: bool) -> Result<bool, String> {
     if parts.len() < 2 {
         return Ok(true);
+    }
+    if rows && read(src, &parts[0].smooth)? != read(src, &parts[1].smooth)? {
+        return Err("its two Nunchaku parts smooth their shared input differently; one lowbit layer cannot hold them".into());
     }
     let pick = |p: &W4a4Src| if rows { p.down.clone() } else { p.up.clone() };
     Ok(read(src, &pick(&parts[0]))? == read(src, &pick(&parts[1]))?)
@@ -71,15 +78,8 @@ pub(super) fn layout(
             entries.push((format!("{m}.{s}"), d, shape.into_iter().map(|v| v as u64).collect()));
         };
         match &job {
-            Job::W4a4 { parts, rows } => {
-                if *rows && parts.len() == 2 {
-                    let (a, b) = (read(src, &parts[0].smooth), read(src, &parts[1].smooth));
-                    if a.map_err(|e| bad(&m, e))? != b.map_err(|e| bad(&m, e))? {
-                        return Err(bad(&m, "its two Nunchaku parts smooth their shared input differently; one lowbit layer cannot hold them".into()));
-                    }
-                }
-                let one = shared(src, parts, *rows).map_err(|e| bad(&m, e))?;
-                let rank = if one { parts[0].rank } else { parts.iter().map(|p| p.rank).sum() };
+            Job::W4a4 { parts, rows, shared: one } => {
+                let rank = if *one { parts[0].rank } else { parts.iter().map(|p| p.rank).sum() };
                 let n = if *rows { parts.iter().map(|p| p.n).sum() } else { parts[0].n };
                 let k = if *rows { parts[0].k } else { parts.iter().map(|p| p.k).sum() };
                 let rank16 = u16::try_from(rank).map_err(|_| bad(&m, format!("rank {rank}")))?;
@@ -207,8 +207,7 @@ fn widen(parts: &[(&[u16], usize, usize)], diagonal: bool) -> Vec<u16> {
     out
 }
 
-fn w4a4(src: &Source, parts: &[W4a4Src], rows: bool) -> Result<Vec<u8>, String> {
-    let one = shared(src, parts, rows)?;
+fn w4a4(src: &Source, parts: &[W4a4Src], rows: bool, one: bool) -> Result<Vec<u8>, String> {
     let ps: Vec<Part> = parts.iter().map(|p| unpack(src, p)).collect::<Result<_, _>>()?;
     let (mut codes, mut scales, mut smooth) = (Vec::new(), Vec::new(), Vec::new());
     let (down, up, bias): (Vec<u16>, Vec<u16>, Vec<f64>);
@@ -326,7 +325,7 @@ fn awq(
 /// The bytes of one natural layer, its tensors one after the other.
 pub(super) fn produce(job: &Job, src: &Source) -> Result<Vec<u8>, String> {
     match job {
-        Job::W4a4 { parts, rows } => w4a4(src, parts, *rows),
+        Job::W4a4 { parts, rows, shared } => w4a4(src, parts, *rows, *shared),
         Job::Awq { qweight, wscales, wzeros, bias, n, k, splits } => {
             awq(src, qweight, wscales, wzeros, bias.as_ref(), *n, *k, *splits)
         }

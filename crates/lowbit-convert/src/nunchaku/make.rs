@@ -7,7 +7,7 @@ use crate::Error;
 use lowbit_dtype::Dtype;
 use lowbit_dtype::f16::{bf16_to_fp32, fp32_to_bf16};
 use lowbit_layout::nunchaku as nk;
-use lowbit_safetensors::{Header, MAX_HEADER_LEN, TensorEntry};
+use lowbit_safetensors::TensorEntry;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
@@ -27,14 +27,7 @@ impl Natural {
         let io = |e: io::Error| Error::Io { path: out.to_owned(), source: e };
         let file = File::open(path).map_err(io)?;
         crate::zstd_pack::lock(&file);
-        let len = file.metadata().map_err(io)?.len();
-        let mut n = [0u8; 8];
-        file.read_exact_at(&mut n, 0).map_err(io)?;
-        let header_len = u64::from_le_bytes(n).min(MAX_HEADER_LEN).min(len.saturating_sub(8));
-        let mut prefix = vec![0u8; 8 + usize::try_from(header_len).unwrap_or(0)];
-        file.read_exact_at(&mut prefix, 0).map_err(io)?;
-        // lowbit's own file, just written; checked all the same.
-        let header = Header::parse(&prefix, len).map_err(|e| io(io::Error::other(e)))?;
+        let header = crate::zstd_pack::staged_header(&file, out)?;
         let data_start = header.data_start;
         let index = header.tensors.into_iter().map(|t| (t.name.clone(), t)).collect();
         Ok(Natural { file, data_start, index, path: out.to_owned() })
